@@ -1,0 +1,567 @@
+"""HubSpot connector on the official ``hubspot-api-client`` SDK.
+
+Pulls contacts (list API for the first sync, keyset-paged search afterwards, so the
+search API's 10,000-result cap never bites), owners and activity; writes tasks in
+batches of 100 with the contact association inline, and contact fields in batches.
+See BEHAVIOR.md beside this file for each API quirk and how it is handled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time
+from typing import Any, TypeVar
+
+import structlog
+import urllib3
+from hubspot import HubSpot
+from hubspot.crm.associations.v4 import BatchInputPublicFetchAssociationsBatchRequest
+from hubspot.crm.contacts import (
+    BatchInputSimplePublicObjectBatchInput,
+    BatchInputSimplePublicObjectBatchInputUpsert,
+    BatchReadInputSimplePublicObjectId,
+    PublicObjectSearchRequest,
+)
+from hubspot.crm.objects.tasks import (
+    BatchInputSimplePublicObjectBatchInputForCreate,
+)
+from more_itertools import chunked
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from connectors.hubspot.errors import classify
+from connectors.hubspot.transport import CallMeter
+from sync.errors import RetriableCrmError
+from sync.records import Activity, Crm, Owner, Person, PersonCreate, PersonUpdate, TaskRequest, WriteResult
+
+log = structlog.get_logger("handoff.hubspot")
+T = TypeVar("T")
+
+PAGE = 100  # list API and batch endpoints
+SEARCH_PAGE = 200  # search API maximum
+ASSOC_BATCH = 1000  # v4 association batch read maximum
+TASK_TO_CONTACT = 204  # HUBSPOT_DEFINED association type id
+
+#: crm-handoff's own contact/task properties (created by ``handoff install``).
+HANDOFF_FIELDS = {
+    "status": "crm_handoff_status",
+    "reason": "crm_handoff_reason",
+    "score": "crm_handoff_score",
+    "rep": "crm_handoff_rep",
+    "date": "crm_handoff_date",
+    "link": "crm_handoff_salesforce_id",
+    "task_key": "crm_handoff_key",
+}
+
+#: HubSpot event types (events API) -> activity kind. Portals name custom events
+#: differently; override with HUBSPOT_EVENT_KINDS.
+DEFAULT_EVENT_KINDS = {
+    "e_submitted_form": "form_fill",
+    "e_downloaded_content": "content_download",
+    "e_attended_webinar": "webinar_attended",
+}
+
+ENGAGEMENTS = {  # engagement object -> (activity kind, title property)
+    "meetings": ("meeting", "hs_meeting_title"),
+    "calls": ("call", "hs_call_title"),
+}
+
+PRIORITY = {"high": "HIGH", "normal": "MEDIUM", "low": "LOW"}
+
+
+@dataclass(frozen=True)
+class HubSpotSettings:
+    base_url: str = "https://api.hubapi.com"
+    access_token: str = field(default="", repr=False)
+    event_kinds: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_EVENT_KINDS))
+    timeout: float = 60.0
+    max_attempts: int = 6
+    max_wait: float = 30.0
+
+
+def _ms(at: datetime) -> str:
+    return str(int(at.timestamp() * 1000))
+
+
+def parse_time(value: Any) -> datetime | None:
+    """HubSpot timestamps: ISO-8601 strings or epoch milliseconds."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    text = str(value)
+    if text.isdigit():
+        return datetime.fromtimestamp(int(text) / 1000, UTC)
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+class HubSpotConnector:
+    """The HubSpot side of crm-handoff."""
+
+    name: Crm = "hubspot"
+    handoff_fields: Mapping[str, str] = HANDOFF_FIELDS
+
+    def __init__(self, settings: HubSpotSettings, properties: Sequence[str] = ()) -> None:
+        self.settings = settings
+        self.meter = CallMeter()
+        self.calls = self.meter.calls
+        self.client = HubSpot(
+            access_token=settings.access_token,
+            host=settings.base_url.rstrip("/"),
+            base_url=settings.base_url.rstrip("/"),
+            api_factory=self.meter.api_factory(),
+        )
+        base = {"email", "firstname", "lastname", "lifecyclestage", "hs_lead_status"}
+        base |= {"hubspot_owner_id", "lastmodifieddate", HANDOFF_FIELDS["link"], HANDOFF_FIELDS["status"]}
+        self.properties = sorted(base | set(properties))
+
+    # --- plumbing -------------------------------------------------------------
+    def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """One SDK call with a timeout, retried with backoff on transient failures."""
+        s = self.settings
+        kwargs.setdefault("_request_timeout", (10, s.timeout))
+        for attempt in Retrying(
+            retry=retry_if_exception_type(RetriableCrmError),
+            stop=stop_after_attempt(s.max_attempts),
+            wait=_wait(s.max_wait),
+            reraise=True,
+        ):
+            with attempt:
+                try:
+                    return fn(*args, **kwargs)
+                except (urllib3.exceptions.HTTPError, OSError) as exc:
+                    raise RetriableCrmError("hubspot", f"connection failed: {type(exc).__name__}") from None
+                except Exception as exc:
+                    raise classify(exc) from None
+        raise AssertionError("unreachable")
+
+    def _person(self, obj: Any) -> Person:
+        props = dict(obj.properties or {})
+        modified = parse_time(props.get("lastmodifieddate")) or parse_time(obj.updated_at)
+        return Person(
+            crm="hubspot",
+            id=str(obj.id),
+            object_type="contact",
+            email=(props.get("email") or None),
+            values=props,
+            modified_at=modified or datetime.now(UTC),
+            owner_id=props.get("hubspot_owner_id") or None,
+            linked_id=props.get(HANDOFF_FIELDS["link"]) or None,
+            deleted=bool(getattr(obj, "archived", False)),
+        )
+
+    # --- reads ----------------------------------------------------------------
+    def pull_owners(self) -> list[Owner]:
+        owners: list[Owner] = []
+        for archived in (False, True):
+            after = None
+            while True:
+                page = self._call(
+                    self.client.crm.owners.owners_api.get_page, limit=500, after=after, archived=archived
+                )
+                for o in page.results or []:
+                    name = " ".join(x for x in (o.first_name, o.last_name) if x)
+                    owners.append(Owner("hubspot", str(o.id), (o.email or "").lower(), name, not archived))
+                after = page.paging.next.after if page.paging and page.paging.next else None
+                if not after:
+                    break
+        return owners
+
+    def pull_people(self, since: datetime | None) -> Iterator[Person]:
+        if since is None:
+            yield from self._list_all()
+        else:
+            yield from self._search_since(
+                "contacts", since, "lastmodifieddate", self.properties, self._person
+            )
+
+    def _list_all(self) -> Iterator[Person]:
+        after = None
+        while True:
+            page = self._call(
+                self.client.crm.contacts.basic_api.get_page,
+                limit=PAGE,
+                after=after,
+                properties=self.properties,
+                archived=False,
+            )
+            for obj in page.results or []:
+                yield self._person(obj)
+            after = page.paging.next.after if page.paging and page.paging.next else None
+            if not after:
+                return
+
+    def _search_since(
+        self,
+        object_type: str,
+        since: datetime,
+        stamp: str,
+        properties: Sequence[str],
+        convert: Callable[[Any], T],
+    ) -> Iterator[T]:
+        """Everything modified at/after ``since``, keyset-paged by ``hs_object_id``.
+
+        Each page is a fresh query (``hs_object_id > last``), so no query ever pages
+        past the search API's 10,000-result cap.
+        """
+        api = self._search_api(object_type)
+        last = "0"
+        while True:
+            request = PublicObjectSearchRequest(
+                filter_groups=[
+                    {
+                        "filters": [
+                            {"propertyName": stamp, "operator": "GTE", "value": _ms(since)},
+                            {"propertyName": "hs_object_id", "operator": "GT", "value": last},
+                        ]
+                    }
+                ],
+                sorts=["hs_object_id"],
+                properties=list(properties),
+                limit=SEARCH_PAGE,
+            )
+            page = self._call(api, public_object_search_request=request)
+            results = page.results or []
+            for obj in results:
+                yield convert(obj)
+            if len(results) < SEARCH_PAGE:
+                return
+            last = str(results[-1].id)
+
+    def _search_api(self, object_type: str) -> Callable[..., Any]:
+        if object_type == "contacts":
+            return self.client.crm.contacts.search_api.do_search
+        api = self.client.crm.objects.search_api.do_search
+
+        def search(**kwargs: Any) -> Any:
+            return api(object_type, **kwargs)
+
+        return search
+
+    def read_people(self, ids: Sequence[str], object_type: str = "contact") -> list[Person]:
+        out: list[Person] = []
+        for part in chunked(ids, PAGE):
+            body = BatchReadInputSimplePublicObjectId(
+                inputs=[{"id": i} for i in part], properties=self.properties, properties_with_history=[]
+            )
+            res = self._call(
+                self.client.crm.contacts.batch_api.read, batch_read_input_simple_public_object_id=body
+            )
+            out += [self._person(o) for o in res.results or []]
+        return out
+
+    def pull_activities(self, since: datetime) -> Iterator[Activity]:
+        for event_type, kind in self.settings.event_kinds.items():
+            yield from self._events(event_type, kind, since)
+        yield from self._email_clicks(since)
+        for object_type, (kind, title) in ENGAGEMENTS.items():
+            yield from self._engagements(object_type, kind, title, since)
+
+    def _events(self, event_type: str, kind: str, since: datetime) -> Iterator[Activity]:
+        after = None
+        while True:
+            page = self._call(
+                self.client.events.events_api.get_page,
+                object_type="contact",
+                event_type=event_type,
+                occurred_after=since,
+                limit=PAGE,
+                after=after,
+            )
+            for ev in page.results or []:
+                props = ev.properties or {}
+                yield Activity(
+                    crm="hubspot",
+                    id=f"ev-{ev.id}",
+                    kind=kind,
+                    occurred_at=parse_time(ev.occurred_at) or since,
+                    person_id=str(ev.object_id),
+                    title=str(props.get("hs_title") or props.get("title") or props.get("hs_url") or ""),
+                )
+            after = page.paging.next.after if page.paging and page.paging.next else None
+            if not after:
+                return
+
+    def _email_clicks(self, since: datetime) -> Iterator[Activity]:
+        """Marketing email clicks: the legacy v1 email events API (not in the events API)."""
+        offset = None
+        while True:
+            qs: dict[str, Any] = {"eventType": "CLICK", "startTimestamp": _ms(since), "limit": 1000}
+            if offset:
+                qs["offset"] = offset
+            resp = self._call_raw({"method": "GET", "path": "/email/public/v1/events", "qs": qs})
+            for ev in resp.get("events", []):
+                yield Activity(
+                    crm="hubspot",
+                    id=f"em-{ev['id']}",
+                    kind="email_click",
+                    occurred_at=parse_time(ev.get("created")) or since,
+                    email=(ev.get("recipient") or "").lower() or None,
+                    title=str(ev.get("url") or ""),
+                )
+            offset = resp.get("offset")
+            if not resp.get("hasMore"):
+                return
+
+    def _call_raw(self, options: dict[str, Any]) -> dict[str, Any]:
+        from connectors.hubspot.errors import classify_raw
+
+        def send() -> dict[str, Any]:
+            self.calls[f"{options['method']} {options['path']}"] += 1
+            resp = self.client.api_request({**options, "timeout": self.settings.timeout})
+            if resp.status_code >= 400:
+                raise classify_raw(resp.status_code, resp.text, resp.headers)
+            return dict(resp.json())
+
+        for attempt in Retrying(
+            retry=retry_if_exception_type(RetriableCrmError),
+            stop=stop_after_attempt(self.settings.max_attempts),
+            wait=_wait(self.settings.max_wait),
+            reraise=True,
+        ):
+            with attempt:
+                try:
+                    return send()
+                except OSError as exc:
+                    raise RetriableCrmError("hubspot", f"connection failed: {type(exc).__name__}") from None
+        raise AssertionError("unreachable")
+
+    def _engagements(self, object_type: str, kind: str, title: str, since: datetime) -> Iterator[Activity]:
+        found = list(
+            self._search_since(
+                object_type, since, "hs_lastmodifieddate", ["hs_timestamp", title], lambda o: o
+            )
+        )
+        contacts = self._associated_contacts(object_type, [str(o.id) for o in found])
+        for obj in found:
+            props = obj.properties or {}
+            at = parse_time(props.get("hs_timestamp")) or since
+            for contact_id in contacts.get(str(obj.id), []):
+                yield Activity(
+                    crm="hubspot",
+                    id=f"{object_type}-{obj.id}-{contact_id}",
+                    kind=kind,
+                    occurred_at=at,
+                    person_id=contact_id,
+                    title=str(props.get(title) or ""),
+                )
+
+    def _associated_contacts(self, object_type: str, ids: Sequence[str]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        api = self.client.crm.associations.v4.batch_api.get_page
+        for part in chunked(ids, ASSOC_BATCH):
+            body = BatchInputPublicFetchAssociationsBatchRequest(inputs=[{"id": i} for i in part])
+            res = self._call(
+                api,
+                from_object_type=object_type,
+                to_object_type="contacts",
+                batch_input_public_fetch_associations_batch_request=body,
+            )
+            for row in res.results or []:
+                out[str(row._from.id)] = [str(t.to_object_id) for t in row.to or []]
+        return out
+
+    # --- writes ---------------------------------------------------------------
+    def find_tasks(self, keys: Sequence[str]) -> dict[str, str]:
+        key_prop = HANDOFF_FIELDS["task_key"]
+        found: dict[str, str] = {}
+        api = self._search_api("tasks")
+        for part in chunked(keys, PAGE):
+            request = PublicObjectSearchRequest(
+                filter_groups=[
+                    {"filters": [{"propertyName": key_prop, "operator": "IN", "values": list(part)}]}
+                ],
+                properties=[key_prop],
+                limit=SEARCH_PAGE,
+            )
+            page = self._call(api, public_object_search_request=request)
+            for obj in page.results or []:
+                key = (obj.properties or {}).get(key_prop)
+                if key:
+                    found[key] = str(obj.id)
+        return found
+
+    def write_tasks(self, tasks: Sequence[TaskRequest]) -> list[WriteResult]:
+        results: list[WriteResult] = []
+        for part in chunked(tasks, PAGE):
+            results += self._create_task_batch(part)
+        return results
+
+    def _create_task_batch(self, part: Sequence[TaskRequest]) -> list[WriteResult]:
+        key_prop = HANDOFF_FIELDS["task_key"]
+        inputs = [
+            {
+                "properties": {
+                    "hs_timestamp": _ms(datetime.combine(t.due, time(9), tzinfo=UTC)),
+                    "hs_task_subject": t.subject,
+                    "hs_task_body": t.body,
+                    "hs_task_status": "NOT_STARTED",
+                    "hs_task_priority": PRIORITY.get(t.priority, "HIGH"),
+                    "hs_task_type": "TODO",
+                    "hubspot_owner_id": t.owner_id,
+                    key_prop: t.key,
+                },
+                "associations": [
+                    {
+                        "to": {"id": t.person_id},
+                        "types": [
+                            {"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": TASK_TO_CONTACT}
+                        ],
+                    }
+                ],
+                "objectWriteTraceId": t.key,
+            }
+            for t in part
+        ]
+        body = BatchInputSimplePublicObjectBatchInputForCreate(inputs=inputs)
+        res = self._call(
+            self.client.crm.objects.tasks.batch_api.create,
+            batch_input_simple_public_object_batch_input_for_create=body,
+        )
+        done = {
+            (o.properties or {}).get(key_prop): WriteResult(
+                (o.properties or {})[key_prop], True, str(o.id), created=True
+            )
+            for o in res.results or []
+            if (o.properties or {}).get(key_prop)
+        }
+        failed = _batch_errors(res)
+        conflicts = [k for k, (_, code) in failed.items() if code == "CONFLICT"]
+        existing = self.find_tasks(conflicts) if conflicts else {}
+        out = []
+        for t in part:
+            if t.key in done:
+                out.append(done[t.key])
+            elif t.key in existing:
+                out.append(WriteResult(t.key, True, existing[t.key], created=False))
+            else:
+                msg, code = failed.get(t.key, ("not in the batch response", None))
+                out.append(WriteResult(t.key, False, error=msg, code=code))
+        return out
+
+    def update_people(self, updates: Sequence[PersonUpdate]) -> list[WriteResult]:
+        out: list[WriteResult] = []
+        for part in chunked(updates, PAGE):
+            inputs = [
+                {"id": u.person_id, "properties": _strings(u.values), "objectWriteTraceId": u.person_id}
+                for u in part
+            ]
+            res = self._call(
+                self.client.crm.contacts.batch_api.update,
+                batch_input_simple_public_object_batch_input=BatchInputSimplePublicObjectBatchInput(
+                    inputs=inputs
+                ),
+            )
+            failed = _batch_errors(res)
+            for u in part:
+                if u.person_id in failed:
+                    msg, code = failed[u.person_id]
+                    out.append(WriteResult(u.person_id, False, error=msg, code=code))
+                else:
+                    out.append(WriteResult(u.person_id, True, u.person_id))
+        return out
+
+    def create_people(self, people: Sequence[PersonCreate]) -> list[WriteResult]:
+        """Create contacts idempotently: batch upsert keyed by email."""
+        out: list[WriteResult] = []
+        for part in chunked(people, PAGE):
+            inputs = []
+            for p in part:
+                email = str(p.values.get("email") or "")
+                inputs.append(
+                    {
+                        "id": email,
+                        "idProperty": "email",
+                        "properties": _strings(p.values),
+                        "objectWriteTraceId": p.external_id,
+                    }
+                )
+            res = self._call(
+                self.client.crm.contacts.batch_api.upsert,
+                batch_input_simple_public_object_batch_input_upsert=BatchInputSimplePublicObjectBatchInputUpsert(
+                    inputs=inputs
+                ),
+            )
+            by_email = {(o.properties or {}).get("email", "").lower(): o for o in res.results or []}
+            failed = _batch_errors(res)
+            for p in part:
+                obj = by_email.get(str(p.values.get("email") or "").lower())
+                if obj is not None:
+                    out.append(
+                        WriteResult(p.external_id, True, str(obj.id), created=getattr(obj, "new", None))
+                    )
+                else:
+                    msg, code = failed.get(p.external_id, ("contact has no email to upsert by", None))
+                    out.append(WriteResult(p.external_id, False, error=msg, code=code))
+        return out
+
+
+def _strings(values: Any) -> dict[str, str]:
+    return {k: "" if v is None else str(v) for k, v in dict(values).items()}
+
+
+def _batch_errors(res: Any) -> dict[str, tuple[str, str | None]]:
+    """objectWriteTraceId (or id) -> (message, category) from a 207 batch response."""
+    out: dict[str, tuple[str, str | None]] = {}
+    for err in getattr(res, "errors", None) or []:
+        ctx = err.context or {}
+        keys = list(ctx.get("objectWriteTraceId") or []) + list(ctx.get("ids") or [])
+        for key in keys:
+            out[str(key)] = (f"{err.category}: {err.message}", err.category)
+    return out
+
+
+def _wait(max_wait: float) -> Callable[[Any], float]:
+    backoff = wait_random_exponential(multiplier=0.5, max=max_wait)
+
+    def wait(state: Any) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        hinted = getattr(exc, "retry_after", None)
+        return min(max_wait, float(hinted)) if hinted is not None else float(backoff(state))
+
+    return wait
+
+
+#: Properties ``handoff install`` creates: object type -> (name, label, type, fieldType, unique).
+INSTALL_PROPERTIES: dict[str, list[tuple[str, str, str, str, bool]]] = {
+    "contacts": [
+        (HANDOFF_FIELDS["status"], "Handoff status", "string", "text", False),
+        (HANDOFF_FIELDS["reason"], "Handoff reason", "string", "textarea", False),
+        (HANDOFF_FIELDS["score"], "Handoff score", "number", "number", False),
+        (HANDOFF_FIELDS["rep"], "Handoff rep", "string", "text", False),
+        (HANDOFF_FIELDS["date"], "Handoff date", "date", "date", False),
+        (HANDOFF_FIELDS["link"], "Salesforce record id", "string", "text", False),
+    ],
+    "tasks": [(HANDOFF_FIELDS["task_key"], "Handoff key", "string", "text", True)],
+}
+GROUP = "crm_handoff"
+
+
+def install(connector: HubSpotConnector) -> list[str]:
+    """Create crm-handoff's property group and properties where missing (idempotent)."""
+    core = connector.client.crm.properties.core_api
+    groups = connector.client.crm.properties.groups_api
+    lines: list[str] = []
+    for object_type, props in INSTALL_PROPERTIES.items():
+        existing_groups = {g.name for g in connector._call(groups.get_all, object_type).results or []}
+        if GROUP not in existing_groups:
+            connector._call(
+                groups.create, object_type, property_group_create={"name": GROUP, "label": "crm-handoff"}
+            )
+            lines.append(f"created property group {GROUP} on {object_type}")
+        existing = {p.name for p in connector._call(core.get_all, object_type).results or []}
+        for name, label, type_, field_type, unique in props:
+            if name in existing:
+                lines.append(f"{object_type}.{name} already exists")
+                continue
+            body = {
+                "name": name,
+                "label": label,
+                "type": type_,
+                "fieldType": field_type,
+                "groupName": GROUP,
+                "hasUniqueValue": unique,
+            }
+            connector._call(core.create, object_type, property_create=body)
+            lines.append(f"created {object_type}.{name}")
+    return lines

@@ -1,0 +1,425 @@
+"""Salesforce connector on ``simple-salesforce``.
+
+Pulls Leads and Contacts by ``SystemModstamp`` (``>=`` with the engine's lookback),
+converted-lead outcomes through their Opportunities, active Users, and activity (calls
+logged as Tasks, Events, CampaignMembers); writes handoff Tasks by sObject Collections
+external-ID upsert on ``Handoff_Key__c`` (200 a call: a retry or rerun can never create
+a second task) and person fields by Collections update. Every SOQL statement is built
+with ``format_soql``. See BEHAVIOR.md beside this file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import requests
+import structlog
+from more_itertools import chunked
+from simple_salesforce import Salesforce, format_soql
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from connectors.salesforce.errors import classify, record_error
+from connectors.salesforce.transport import MeteredSession
+from sync.errors import RetriableCrmError
+from sync.records import Activity, Crm, Owner, Person, PersonCreate, PersonUpdate, TaskRequest, WriteResult
+
+log = structlog.get_logger("handoff.salesforce")
+T = TypeVar("T")
+
+COLLECTION = 200  # sObject Collections maximum per call
+ID_CHUNK = 200  # ids per "Id IN (...)" query, well inside URL limits
+
+HANDOFF_FIELDS = {
+    "status": "Handoff_Status__c",
+    "reason": "Handoff_Reason__c",
+    "score": "Handoff_Score__c",
+    "rep": "Handoff_Rep__c",
+    "link": "HubSpot_Contact_Id__c",
+    "task_key": "Handoff_Key__c",
+}
+
+LEAD_FIELDS = [
+    "Id",
+    "FirstName",
+    "LastName",
+    "Email",
+    "Title",
+    "Company",
+    "Industry",
+    "NumberOfEmployees",
+    "Country",
+    "Phone",
+    "Status",
+    "OwnerId",
+    "IsConverted",
+    "ConvertedContactId",
+    "ConvertedOpportunityId",
+    "IsDeleted",
+    "SystemModstamp",
+    "HubSpot_Contact_Id__c",
+    "Handoff_Status__c",
+]
+CONTACT_FIELDS = [
+    "Id",
+    "FirstName",
+    "LastName",
+    "Email",
+    "Title",
+    "MailingCountry",
+    "Phone",
+    "OwnerId",
+    "IsDeleted",
+    "SystemModstamp",
+    "HubSpot_Contact_Id__c",
+    "Handoff_Status__c",
+]
+NUMERIC_FIELDS = {"NumberOfEmployees", "Handoff_Score__c", "AnnualRevenue"}
+CAMPAIGN_KINDS = {"Webinar": "webinar_attended", "Content": "content_download"}
+PRIORITY = {"high": "High", "normal": "Normal", "low": "Low"}
+
+
+@dataclass(frozen=True)
+class SalesforceSettings:
+    instance_url: str = ""
+    access_token: str = field(default="", repr=False)
+    ca_bundle: str | None = None
+    api_version: str = "62.0"
+    timeout: float = 60.0
+    max_attempts: int = 5
+    max_wait: float = 30.0
+
+
+def parse_time(value: Any) -> datetime | None:
+    """Salesforce datetimes: ``2026-11-20T10:15:30.000+0000``."""
+    if not value:
+        return None
+    text = str(value).replace("Z", "+00:00")
+    if len(text) > 5 and text[-5] in "+-" and text[-3] != ":":
+        text = text[:-2] + ":" + text[-2:]
+    parsed = datetime.fromisoformat(text)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class SalesforceConnector:
+    """The Salesforce side of crm-handoff."""
+
+    name: Crm = "salesforce"
+    handoff_fields: Mapping[str, str] = HANDOFF_FIELDS
+
+    def __init__(
+        self,
+        settings: SalesforceSettings,
+        lead_fields: Sequence[str] = (),
+        contact_fields: Sequence[str] = (),
+    ) -> None:
+        self.settings = settings
+        self.session = MeteredSession(settings.timeout, settings.ca_bundle or True)
+        self.calls = self.session.calls
+        self.sf = Salesforce(
+            instance_url=settings.instance_url,
+            session_id=settings.access_token,
+            version=settings.api_version,
+            session=self.session,
+        )
+        self.lead_fields = sorted(set(LEAD_FIELDS) | set(lead_fields))
+        self.contact_fields = sorted(set(CONTACT_FIELDS) | set(contact_fields))
+
+    # --- plumbing -------------------------------------------------------------
+    def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        s = self.settings
+        for attempt in Retrying(
+            retry=retry_if_exception_type(RetriableCrmError),
+            stop=stop_after_attempt(s.max_attempts),
+            wait=wait_random_exponential(multiplier=0.5, max=s.max_wait),
+            reraise=True,
+        ):
+            with attempt:
+                try:
+                    return fn(*args, **kwargs)
+                except requests.RequestException as exc:
+                    raise RetriableCrmError(
+                        "salesforce", f"connection failed: {type(exc).__name__}"
+                    ) from None
+                except Exception as exc:
+                    raise classify(exc) from None
+        raise AssertionError("unreachable")
+
+    def query(self, soql: str, include_deleted: bool = False) -> Iterator[dict[str, Any]]:
+        """All records of a query, page by page (each page one retried call)."""
+        page = self._call(self.sf.query, soql, include_deleted=include_deleted)
+        while True:
+            yield from page.get("records", [])
+            if page.get("done", True) or not page.get("nextRecordsUrl"):
+                return
+            page = self._call(self.sf.query_more, page["nextRecordsUrl"], identifier_is_url=True)
+
+    def _person(self, rec: dict[str, Any], object_type: str, opp_stage: str | None = None) -> Person:
+        values = {k: _text(v) for k, v in rec.items() if k != "attributes"}
+        return Person(
+            crm="salesforce",
+            id=rec["Id"],
+            object_type=object_type,
+            email=rec.get("Email") or None,
+            values=values,
+            modified_at=parse_time(rec.get("SystemModstamp")) or datetime.now(UTC),
+            owner_id=rec.get("OwnerId") or None,
+            linked_id=rec.get(HANDOFF_FIELDS["link"]) or None,
+            deleted=bool(rec.get("IsDeleted")),
+            converted_to=rec.get("ConvertedContactId") or None,
+            opportunity_stage=opp_stage,
+        )
+
+    # --- reads ----------------------------------------------------------------
+    def pull_owners(self) -> list[Owner]:
+        soql = "SELECT Id, Email, Name, IsActive FROM User"
+        return [
+            Owner(
+                "salesforce",
+                r["Id"],
+                (r.get("Email") or "").lower(),
+                r.get("Name") or "",
+                bool(r.get("IsActive")),
+            )
+            for r in self.query(soql)
+        ]
+
+    def _soql(self, obj: str, fields: Sequence[str], since: datetime | None) -> str:
+        select = f"SELECT {', '.join(fields)} FROM {obj}"
+        if since is None:
+            return select + " ORDER BY Id"
+        return format_soql(select + " WHERE SystemModstamp >= {} ORDER BY SystemModstamp, Id", since)
+
+    def pull_people(self, since: datetime | None) -> Iterator[Person]:
+        leads = list(
+            self.query(self._soql("Lead", self.lead_fields, since), include_deleted=since is not None)
+        )
+        if since is not None:
+            leads += self._leads_with_changed_opportunities(since, {r["Id"] for r in leads})
+        stages = self._opportunity_stages(
+            [r["ConvertedOpportunityId"] for r in leads if r.get("ConvertedOpportunityId")]
+        )
+        for rec in leads:
+            yield self._person(rec, "lead", stages.get(rec.get("ConvertedOpportunityId") or ""))
+        for rec in self.query(
+            self._soql("Contact", self.contact_fields, since), include_deleted=since is not None
+        ):
+            yield self._person(rec, "contact")
+
+    def _leads_with_changed_opportunities(self, since: datetime, have: set[str]) -> list[dict[str, Any]]:
+        """Outcomes flow back: a converted lead whose Opportunity moved is pulled again."""
+        opp_ids = [
+            r["Id"]
+            for r in self.query(format_soql("SELECT Id FROM Opportunity WHERE SystemModstamp >= {}", since))
+        ]
+        out = []
+        for part in chunked(opp_ids, ID_CHUNK):
+            soql = format_soql(
+                f"SELECT {', '.join(self.lead_fields)} FROM Lead WHERE ConvertedOpportunityId IN {{}}",
+                list(part),
+            )
+            out += [r for r in self.query(soql) if r["Id"] not in have]
+        return out
+
+    def _opportunity_stages(self, ids: Sequence[str]) -> dict[str, str]:
+        stages: dict[str, str] = {}
+        for part in chunked(sorted(set(ids)), ID_CHUNK):
+            for r in self.query(
+                format_soql("SELECT Id, StageName FROM Opportunity WHERE Id IN {}", list(part))
+            ):
+                stages[r["Id"]] = r.get("StageName") or ""
+        return stages
+
+    def read_people(self, ids: Sequence[str], object_type: str = "lead") -> list[Person]:
+        obj, fields = (
+            ("Lead", self.lead_fields) if object_type == "lead" else ("Contact", self.contact_fields)
+        )
+        records: list[dict[str, Any]] = []
+        for part in chunked(ids, ID_CHUNK):
+            records += self.query(
+                format_soql(f"SELECT {', '.join(fields)} FROM {obj} WHERE Id IN {{}}", list(part))
+            )
+        stages = self._opportunity_stages(
+            [r["ConvertedOpportunityId"] for r in records if r.get("ConvertedOpportunityId")]
+        )
+        return [
+            self._person(r, object_type, stages.get(r.get("ConvertedOpportunityId") or "")) for r in records
+        ]
+
+    def pull_activities(self, since: datetime) -> Iterator[Activity]:
+        calls = format_soql(
+            "SELECT Id, WhoId, Subject, CreatedDate FROM Task WHERE SystemModstamp >= {} "
+            "AND TaskSubtype = 'Call' AND Handoff_Key__c = null",
+            since,
+        )
+        for r in self.query(calls):
+            if r.get("WhoId"):
+                yield Activity(
+                    "salesforce",
+                    r["Id"],
+                    "call",
+                    parse_time(r.get("CreatedDate")) or since,
+                    r["WhoId"],
+                    title=r.get("Subject") or "",
+                )
+        events = format_soql(
+            "SELECT Id, WhoId, Subject, StartDateTime FROM Event WHERE SystemModstamp >= {}", since
+        )
+        for r in self.query(events):
+            if r.get("WhoId"):
+                yield Activity(
+                    "salesforce",
+                    r["Id"],
+                    "meeting",
+                    parse_time(r.get("StartDateTime")) or since,
+                    r["WhoId"],
+                    title=r.get("Subject") or "",
+                )
+        yield from self._campaign_activity(since)
+
+    def _campaign_activity(self, since: datetime) -> Iterator[Activity]:
+        soql = format_soql(
+            "SELECT Id, CampaignId, LeadId, ContactId, Status, FirstRespondedDate, SystemModstamp "
+            "FROM CampaignMember WHERE SystemModstamp >= {} AND HasResponded = true",
+            since,
+        )
+        members = list(self.query(soql))
+        campaigns: dict[str, dict[str, Any]] = {}
+        for part in chunked(sorted({m["CampaignId"] for m in members}), ID_CHUNK):
+            for c in self.query(
+                format_soql("SELECT Id, Name, Type FROM Campaign WHERE Id IN {}", list(part))
+            ):
+                campaigns[c["Id"]] = c
+        for m in members:
+            camp = campaigns.get(m["CampaignId"], {})
+            kind = CAMPAIGN_KINDS.get(camp.get("Type") or "")
+            who = m.get("ContactId") or m.get("LeadId")
+            if kind and who:
+                at = parse_time(m.get("FirstRespondedDate")) or parse_time(m.get("SystemModstamp")) or since
+                yield Activity("salesforce", m["Id"], kind, at, who, title=camp.get("Name") or "")
+
+    # --- writes ---------------------------------------------------------------
+    def find_tasks(self, keys: Sequence[str]) -> dict[str, str]:
+        key = HANDOFF_FIELDS["task_key"]
+        found: dict[str, str] = {}
+        for part in chunked(keys, ID_CHUNK):
+            for r in self.query(format_soql(f"SELECT Id, {key} FROM Task WHERE {key} IN {{}}", list(part))):
+                found[r[key]] = r["Id"]
+        return found
+
+    def write_tasks(self, tasks: Sequence[TaskRequest]) -> list[WriteResult]:
+        key = HANDOFF_FIELDS["task_key"]
+        records = [
+            {
+                "attributes": {"type": "Task"},
+                key: t.key,
+                "Subject": t.subject[:255],
+                "Description": t.body[:32000],
+                "OwnerId": t.owner_id,
+                "WhoId": t.person_id,
+                "ActivityDate": t.due.isoformat(),
+                "Status": "Not Started",
+                "Priority": PRIORITY.get(t.priority, "High"),
+            }
+            for t in tasks
+        ]
+        return self._collection("PATCH", f"composite/sobjects/Task/{key}", records, [t.key for t in tasks])
+
+    def update_people(self, updates: Sequence[PersonUpdate]) -> list[WriteResult]:
+        records = [
+            {
+                "attributes": {"type": "Lead" if u.object_type == "lead" else "Contact"},
+                "id": u.person_id,
+                **_typed(u.values),
+            }
+            for u in updates
+        ]
+        return self._collection("PATCH", "composite/sobjects", records, [u.person_id for u in updates])
+
+    def create_people(self, people: Sequence[PersonCreate]) -> list[WriteResult]:
+        """Create Leads idempotently: upsert keyed by the HubSpot contact id."""
+        link = HANDOFF_FIELDS["link"]
+        records = [{"attributes": {"type": "Lead"}, **_typed(p.values), link: p.external_id} for p in people]
+        return self._collection(
+            "PATCH", f"composite/sobjects/Lead/{link}", records, [p.external_id for p in people]
+        )
+
+    def _collection(
+        self, method: str, path: str, records: list[dict[str, Any]], keys: list[str]
+    ) -> list[WriteResult]:
+        """sObject Collections write, 200 records a call; one result per record, in order."""
+        out: list[WriteResult] = []
+        for start in range(0, len(records), COLLECTION):
+            part = records[start : start + COLLECTION]
+            body = {"allOrNone": False, "records": part}
+            results = self._call(self.sf.restful, path, method=method, json=body) or []
+            for k, res in zip(keys[start : start + COLLECTION], results, strict=False):
+                if res.get("success"):
+                    out.append(WriteResult(k, True, res.get("id"), created=res.get("created")))
+                else:
+                    msg, code = record_error(res.get("errors") or [])
+                    out.append(WriteResult(k, False, error=msg, code=code))
+        return out
+
+
+def _typed(values: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in dict(values).items():
+        if v == "":
+            v = None
+        if k in NUMERIC_FIELDS and isinstance(v, str):
+            try:
+                v = int(float(v))
+            except ValueError:
+                v = None
+        out[k] = v
+    return out
+
+
+#: Custom fields crm-handoff needs: object -> (field, type, note).
+REQUIRED_FIELDS: dict[str, list[tuple[str, str, str]]] = {
+    "Task": [(HANDOFF_FIELDS["task_key"], "Text(80)", "External ID, Unique")],
+    "Lead": [
+        (HANDOFF_FIELDS["link"], "Text(32)", "External ID, Unique"),
+        (HANDOFF_FIELDS["status"], "Text(255)", ""),
+        (HANDOFF_FIELDS["reason"], "Text(1000)", ""),
+        (HANDOFF_FIELDS["score"], "Number(4,0)", ""),
+        (HANDOFF_FIELDS["rep"], "Text(120)", ""),
+    ],
+    "Contact": [
+        (HANDOFF_FIELDS["link"], "Text(32)", "External ID, Unique"),
+        (HANDOFF_FIELDS["status"], "Text(255)", ""),
+        (HANDOFF_FIELDS["reason"], "Text(1000)", ""),
+        (HANDOFF_FIELDS["score"], "Number(4,0)", ""),
+        (HANDOFF_FIELDS["rep"], "Text(120)", ""),
+    ],
+}
+
+
+def install(connector: SalesforceConnector) -> list[str]:
+    """Check the custom fields exist; say exactly what to create where they do not."""
+    lines: list[str] = []
+    for obj, fields in REQUIRED_FIELDS.items():
+        described = connector._call(getattr(connector.sf, obj).describe)
+        have = {f["name"] for f in described.get("fields", [])}
+        for name, kind, note in fields:
+            if name in have:
+                lines.append(f"{obj}.{name} present")
+            else:
+                extra = f", {note}" if note else ""
+                lines.append(
+                    f"MISSING {obj}.{name}: create it in Setup > Object Manager > {obj} > Fields as {kind}{extra}"
+                )
+    return lines

@@ -1,0 +1,319 @@
+"""Frozen, validated models of the mapping files a revops admin edits.
+
+One model per file (``lifecycle``, ``fields``, ``sales_ready``, ``reps``, ``handoff``)
+and ``MappingSet`` for the whole set with the checks that span files.
+"""
+
+from __future__ import annotations
+
+import math
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from sync.records import ACTIVITY_KINDS
+
+FORMAT_VERSION = 1
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Versioned(Frozen):
+    version: Literal[1] = Field(1, description="File format version")
+
+
+# --- lifecycle ---------------------------------------------------------------
+
+
+class HubSpotStageMatch(Frozen):
+    lifecyclestage: tuple[str, ...] = ()
+    lead_status: tuple[str, ...] = ()
+
+
+class SalesforceStageMatch(Frozen):
+    lead_status: tuple[str, ...] = ()
+    opportunity_stage: tuple[str, ...] = ()
+
+
+class StageDef(Frozen):
+    label: str | None = None
+    hubspot: HubSpotStageMatch = HubSpotStageMatch()
+    salesforce: SalesforceStageMatch = SalesforceStageMatch()
+
+
+class HubSpotStageWrite(Frozen):
+    lifecyclestage: str | None = None
+    lead_status: str | None = None
+
+
+class SalesforceStageWrite(Frozen):
+    lead_status: str | None = None
+
+
+class StageWrite(Frozen):
+    hubspot: HubSpotStageWrite = HubSpotStageWrite()
+    salesforce: SalesforceStageWrite = SalesforceStageWrite()
+
+
+class Lifecycle(Versioned):
+    funnel: tuple[str, ...] = Field(min_length=2)
+    side_stages: tuple[str, ...] = ()
+    stages: dict[str, StageDef]
+    write: dict[str, StageWrite] = {}
+    allow_backward: tuple[tuple[str, str], ...] = ()
+    salesforce_contact_default: str = "sql"
+
+    @model_validator(mode="after")
+    def _known_stages(self) -> Lifecycle:
+        known = set(self.funnel) | set(self.side_stages)
+        if len(known) != len(self.funnel) + len(self.side_stages):
+            raise ValueError("a stage is listed twice in funnel/side_stages")
+        for where, names in (
+            ("stages", list(self.stages)),
+            ("write", list(self.write)),
+            ("allow_backward", [s for pair in self.allow_backward for s in pair]),
+            ("salesforce_contact_default", [self.salesforce_contact_default]),
+        ):
+            for name in names:
+                if name not in known:
+                    raise ValueError(f"unknown stage {name!r} in {where}; expected one of {sorted(known)}")
+        missing = known - set(self.stages)
+        if missing:
+            raise ValueError(f"stages has no entry for {sorted(missing)}")
+        return self
+
+    @property
+    def all_stages(self) -> tuple[str, ...]:
+        return self.funnel + self.side_stages
+
+
+# --- fields ------------------------------------------------------------------
+
+
+class SyncRule(StrEnum):
+    PREFER_SALESFORCE_UNLESS_BLANK = "prefer_salesforce_unless_blank"
+    ALWAYS_SALESFORCE = "always_salesforce"
+    ALWAYS_HUBSPOT = "always_hubspot"
+    TWO_WAY = "two_way"
+    DONT_SYNC = "dont_sync"
+
+
+class SalesforceFieldNames(Frozen):
+    lead: str | None = None
+    contact: str | None = None
+
+
+class FieldMapping(Frozen):
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+    hubspot: str | None = None
+    salesforce: SalesforceFieldNames | None = None
+    rule: SyncRule = SyncRule.DONT_SYNC
+    value_map: dict[str, str] = Field({}, description="HubSpot value -> Salesforce value")
+
+    @field_validator("salesforce", mode="before")
+    @classmethod
+    def _same_name_both(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"lead": value, "contact": value}
+        return value
+
+    def salesforce_name(self, object_type: str) -> str | None:
+        if self.salesforce is None:
+            return None
+        return self.salesforce.lead if object_type == "lead" else self.salesforce.contact
+
+    def to_salesforce(self, value: str | None) -> str | None:
+        return self.value_map.get(value, value) if value is not None else None
+
+    def to_hubspot(self, value: str | None) -> str | None:
+        if value is None:
+            return None
+        reverse = {v: k for k, v in self.value_map.items()}
+        return reverse.get(value, value)
+
+
+class FieldMappings(Versioned):
+    fields: tuple[FieldMapping, ...]
+
+    @field_validator("fields")
+    @classmethod
+    def _unique(cls, fields: tuple[FieldMapping, ...]) -> tuple[FieldMapping, ...]:
+        names = [f.name for f in fields]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"field names must be unique; repeated: {dupes}")
+        return fields
+
+    def by_name(self) -> dict[str, FieldMapping]:
+        return {f.name: f for f in self.fields}
+
+
+# --- sales-ready -------------------------------------------------------------
+
+
+class FieldCondition(Frozen):
+    """A test on one canonical field; exactly one kind of test is given."""
+
+    field: str
+    one_of: tuple[str, ...] | None = None
+    contains_any: tuple[str, ...] | None = None
+    ends_with_any: tuple[str, ...] | None = None
+    min: float | None = None
+    max: float | None = None
+    present: bool | None = None
+
+    @model_validator(mode="after")
+    def _one_test(self) -> FieldCondition:
+        kinds = [
+            self.one_of is not None,
+            self.contains_any is not None,
+            self.ends_with_any is not None,
+            self.min is not None or self.max is not None,
+            self.present is not None,
+        ]
+        if sum(kinds) != 1:
+            raise ValueError("give exactly one test: one_of, contains_any, ends_with_any, min/max or present")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError("min is greater than max")
+        return self
+
+
+class FitRule(FieldCondition):
+    name: str
+    points: int
+
+
+class BehaviourRule(Frozen):
+    name: str
+    activity: str
+    at_least: int = Field(1, ge=1)
+    within_days: int = Field(ge=1, le=3650)
+    points: int
+
+    @field_validator("activity")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        if value not in ACTIVITY_KINDS:
+            raise ValueError(f"unknown activity {value!r}; expected one of {list(ACTIVITY_KINDS)}")
+        return value
+
+
+class ExcludeRule(FieldCondition):
+    name: str
+
+
+class SalesReady(Versioned):
+    threshold: int = Field(ge=1)
+    eligible_stages: tuple[str, ...] = ("lead", "mql", "nurture")
+    required_fields: tuple[str, ...] = ()
+    fit: tuple[FitRule, ...] = ()
+    behaviour: tuple[BehaviourRule, ...] = ()
+    exclude: tuple[ExcludeRule, ...] = ()
+
+    @property
+    def longest_window_days(self) -> int:
+        return max((r.within_days for r in self.behaviour), default=30)
+
+
+# --- reps --------------------------------------------------------------------
+
+
+class Pool(FieldCondition):
+    name: str
+
+
+class Rep(Frozen):
+    name: str = Field(min_length=1)
+    email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+    works_in: Literal["hubspot", "salesforce"]
+    weekly_followup_minutes: int = Field(ge=0, le=7 * 24 * 60)
+    minutes_per_lead: int = Field(ge=1, le=24 * 60)
+    territories: tuple[str, ...] = ()
+    pools: tuple[str, ...] = ()
+    active: bool = True
+    timezone: str = "UTC"
+
+    @field_validator("email")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        return value.strip().lower()
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name)") from exc
+        return value
+
+    @property
+    def weekly_capacity(self) -> int:
+        """Leads a week this rep can follow up: floor(minutes / minutes per lead)."""
+        return math.floor(self.weekly_followup_minutes / self.minutes_per_lead)
+
+
+class Reps(Versioned):
+    reps: tuple[Rep, ...] = Field(min_length=1)
+    pools: tuple[Pool, ...] = ()
+
+    @field_validator("reps")
+    @classmethod
+    def _unique(cls, reps: tuple[Rep, ...]) -> tuple[Rep, ...]:
+        emails = [r.email for r in reps]
+        dupes = sorted({e for e in emails if emails.count(e) > 1})
+        if dupes:
+            raise ValueError(f"rep emails must be unique; repeated: {dupes}")
+        return reps
+
+    @model_validator(mode="after")
+    def _known_pools(self) -> Reps:
+        known = {p.name for p in self.pools}
+        for rep in self.reps:
+            for pool in rep.pools:
+                if pool not in known:
+                    raise ValueError(f"rep {rep.email} is in unknown pool {pool!r}")
+        return self
+
+
+# --- handoff -----------------------------------------------------------------
+
+
+class ContentAsset(Frozen):
+    title: str
+    url: str
+    topics: tuple[str, ...] = ()
+    stages: tuple[str, ...] = ()
+
+
+class Handoff(Versioned):
+    task_in: Literal["rep_crm", "salesforce", "hubspot", "both"] = "rep_crm"
+    due_in_days: int = Field(2, ge=0, le=60)
+    business_days: bool = True
+    priority: Literal["high", "normal", "low"] = "high"
+    subject: str = Field(min_length=1)
+    body: str = Field(min_length=1)
+    recent_activity_limit: int = Field(5, ge=0, le=50)
+    set_owner: bool = True
+    content_library: tuple[ContentAsset, ...] = ()
+
+
+# --- the whole set -----------------------------------------------------------
+
+FILES = ("lifecycle", "fields", "sales_ready", "reps", "handoff")
+
+
+class MappingSet(Frozen):
+    lifecycle: Lifecycle
+    fields: FieldMappings
+    sales_ready: SalesReady
+    reps: Reps
+    handoff: Handoff
+
+    def canonical_fields(self) -> set[str]:
+        return {f.name for f in self.fields.fields}

@@ -1,0 +1,233 @@
+"""The ``handoff`` command line.
+
+Exit codes: 0 ok; 1 some records failed (recorded in the state, see ``handoff status``)
+or a CRM failed; 2 usage or configuration error. A user mistake never prints a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mappings.loader import load_mappings
+from mappings.models import MappingSet
+from sync import logs
+from sync.errors import AuthError, ConfigError, CrmError, HandoffError, QuotaExhausted, UsageError
+from sync.settings import Settings, load_settings
+
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="handoff", description="Hand sales-ready leads to reps in HubSpot and Salesforce.")
+    p.add_argument("--version", action="version", version="crm-handoff 0.1.0")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    cfg: dict[str, Any] = {
+        "metavar": "PATH",
+        "help": "mapping directory or combined YAML file (default: HANDOFF_CONFIG or the shipped mappings)",
+    }
+
+    demo = sub.add_parser("demo", help="run a full cycle on the embedded sandboxes and SQLite")
+    demo.add_argument(
+        "--dir", default=".handoff-demo", help="where the demo keeps its data (default .handoff-demo)"
+    )
+    demo.add_argument("--reset", action="store_true", help="start again from freshly seeded sandboxes")
+    demo.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    demo.add_argument("--config", **cfg)
+
+    sandbox = sub.add_parser("sandbox", help="the embedded HubSpot and Salesforce sandboxes")
+    ssub = sandbox.add_subparsers(dest="sandbox_command", required=True, parser_class=_Parser)
+    serve = ssub.add_parser("serve", help="serve both sandboxes until stopped; prints connection settings")
+    serve.add_argument("--dir", default=".handoff-sandbox", help="where the sandbox data is kept")
+    serve.add_argument("--hubspot-port", type=int, default=0)
+    serve.add_argument("--salesforce-port", type=int, default=0)
+    serve.add_argument("--empty", action="store_true", help="start with no demo data")
+    serve.add_argument("--config", **cfg)
+
+    sync = sub.add_parser("sync", help="run a sync cycle")
+    sync.add_argument("--once", action="store_true", help="run one cycle and exit")
+    sync.add_argument(
+        "--dry-run", action="store_true", help="print the plan; write nothing to the CRMs or the state"
+    )
+    sync.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    sync.add_argument("--as-of", metavar="ISO", help="pretend the current time is ISO (replays and tests)")
+    sync.add_argument("--config", **cfg)
+
+    validate = sub.add_parser("validate", help="check the mapping files")
+    validate.add_argument("--config", **cfg)
+
+    status = sub.add_parser("status", help="recent runs, the nurture queue, failed records")
+    status.add_argument("--json", action="store_true")
+
+    report = sub.add_parser("report", help="stage counts and conversion between stages")
+    report.add_argument("--json", action="store_true")
+    report.add_argument("--config", **cfg)
+
+    install = sub.add_parser("install", help="create the custom fields crm-handoff needs in the CRMs")
+    install.add_argument("--json", action="store_true")
+    return p
+
+
+def _mapping(args: argparse.Namespace, settings: Settings) -> MappingSet:
+    return load_mappings(getattr(args, "config", None) or settings.handoff_config)
+
+
+def _now(args: argparse.Namespace) -> datetime:
+    raw = getattr(args, "as_of", None)
+    if not raw:
+        return datetime.now(UTC)
+    try:
+        at = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"--as-of: expected an ISO-8601 time, got {raw!r}") from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
+    mapping = _mapping(args, settings)
+    reps = mapping.reps.reps
+    print(
+        f"ok: {len(mapping.lifecycle.all_stages)} stages, {len(mapping.fields.fields)} field mappings, "
+        f"{len(mapping.sales_ready.fit) + len(mapping.sales_ready.behaviour)} scoring rules "
+        f"(threshold {mapping.sales_ready.threshold}), {len(reps)} reps "
+        f"(weekly capacity {sum(r.weekly_capacity for r in reps if r.active)})"
+    )
+    return EXIT_OK
+
+
+def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
+    from sync.cycle import run_cycle
+    from sync.report import print_summary
+    from sync.wiring import build_engine, open_state
+
+    if not args.once:
+        raise UsageError(
+            "handoff sync: add --once to run one cycle (the long-running worker is `handoff run`)"
+        )
+    mapping = _mapping(args, settings)
+    state = open_state(settings, read_only=args.dry_run)
+    try:
+        engine = build_engine(settings, mapping, state)
+        result = run_cycle(engine, _now(args), dry_run=args.dry_run)
+    finally:
+        state.close()
+    if args.json:
+        print(json.dumps(result.summary, default=str, sort_keys=True))
+    else:
+        print_summary(result.summary)
+    return result.exit_code
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from sync.report import print_status, status_data
+    from sync.wiring import open_state
+
+    state = open_state(settings, read_only=True)
+    try:
+        data = status_data(state)
+    finally:
+        state.close()
+    print(json.dumps(data, default=str, sort_keys=True) if args.json else "", end="")
+    if not args.json:
+        print_status(data)
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    from sync.report import print_report, report_data
+    from sync.wiring import open_state
+
+    mapping = _mapping(args, settings)
+    state = open_state(settings, read_only=True)
+    try:
+        data = report_data(state, mapping)
+    finally:
+        state.close()
+    if args.json:
+        print(json.dumps(data, default=str, sort_keys=True))
+    else:
+        print_report(data)
+    return EXIT_OK
+
+
+def cmd_install(args: argparse.Namespace, settings: Settings) -> int:
+    from sync.install import install
+    from sync.wiring import build_connectors
+
+    mapping = load_mappings(settings.handoff_config)
+    report = install(build_connectors(settings, mapping))
+    if args.json:
+        print(json.dumps(report, sort_keys=True))
+    else:
+        for crm, lines in report.items():
+            for line in lines:
+                print(f"{crm}: {line}")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from sync.demo import run_demo
+
+    return run_demo(Path(args.dir), reset=args.reset, as_json=args.json, config=args.config)
+
+
+def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
+    from sync.demo import serve_sandboxes
+
+    return serve_sandboxes(Path(args.dir), args.hubspot_port, args.salesforce_port, seed=not args.empty)
+
+
+COMMANDS = {
+    "validate": cmd_validate,
+    "sync": cmd_sync,
+    "status": cmd_status,
+    "report": cmd_report,
+    "install": cmd_install,
+    "demo": cmd_demo,
+    "sandbox": cmd_sandbox,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``handoff`` console script."""
+    try:
+        args = _parser().parse_args(argv)
+        settings = load_settings()
+        secrets = [
+            s.get_secret_value()
+            for s in (settings.hubspot_access_token, settings.salesforce_access_token)
+            if s
+        ]
+        logs.configure(settings.handoff_log_format, settings.handoff_log_level, secrets)
+        return COMMANDS[args.command](args, settings)
+    except (ConfigError, UsageError) as exc:
+        for line in str(exc).splitlines() or ["invalid configuration"]:
+            print(f"error: {line}", file=sys.stderr)
+        return EXIT_USAGE
+    except AuthError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except QuotaExhausted as exc:
+        print(f"stopped: {exc}; the next run continues where this one stopped", file=sys.stderr)
+        return EXIT_PARTIAL
+    except (CrmError, HandoffError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_PARTIAL
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,434 @@
+"""``handoff demo`` and ``handoff sandbox serve``: the embedded sandboxes with a story.
+
+The seeded data tells the problem crm-handoff solves: a few reps with realistic weekly
+capacity, a few hundred people across HubSpot and Salesforce with activity histories,
+and clearly more sales-ready leads than the reps can take this week.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from mappings.loader import load_mappings
+from mappings.models import MappingSet
+from sync.settings import Settings
+
+FIRST = [
+    "Ava",
+    "Ben",
+    "Chloe",
+    "Dev",
+    "Elena",
+    "Farid",
+    "Grace",
+    "Hiro",
+    "Isla",
+    "Jon",
+    "Kemi",
+    "Luis",
+    "Maya",
+    "Nils",
+    "Omar",
+    "Priya",
+    "Quinn",
+    "Rosa",
+    "Sven",
+    "Tara",
+    "Uma",
+    "Victor",
+    "Wen",
+    "Yara",
+    "Zoe",
+]
+LAST = [
+    "Adams",
+    "Brennan",
+    "Chen",
+    "Dubois",
+    "Eriksen",
+    "Fischer",
+    "Garcia",
+    "Haddad",
+    "Ito",
+    "Jensen",
+    "Kowalski",
+    "Lopez",
+    "Mensah",
+    "Nakamura",
+    "O'Brien",
+    "Patel",
+    "Quist",
+    "Rossi",
+    "Silva",
+    "Tanaka",
+]
+TITLES = [
+    "VP Marketing",
+    "Director of IT",
+    "Head of Data",
+    "Chief Revenue Officer",
+    "CTO",
+    "Marketing Manager",
+    "IT Manager",
+    "Sales Operations Lead",
+    "Analyst",
+    "Engineer",
+    "Student",
+    "Consultant",
+    "Office Manager",
+]
+COMPANIES = [
+    "Acme Corp",
+    "Globex",
+    "Initech",
+    "Umbrella Health",
+    "Stark Finance",
+    "Wayne Retail",
+    "Hooli",
+    "Vandelay Imports",
+    "Soylent Foods",
+    "Tyrell Systems",
+    "Cyberdyne",
+    "Wonka Industries",
+]
+INDUSTRIES = [
+    "COMPUTER_SOFTWARE",
+    "FINANCIAL_SERVICES",
+    "HOSPITAL_HEALTH_CARE",
+    "RETAIL",
+    "MANUFACTURING",
+    "EDUCATION_MANAGEMENT",
+]
+SF_INDUSTRY = {
+    "COMPUTER_SOFTWARE": "Technology",
+    "FINANCIAL_SERVICES": "Finance",
+    "HOSPITAL_HEALTH_CARE": "Healthcare",
+    "RETAIL": "Retail",
+    "MANUFACTURING": "Manufacturing",
+    "EDUCATION_MANAGEMENT": "Education",
+}
+COUNTRIES = ["United States"] * 5 + [
+    "Canada",
+    "United Kingdom",
+    "United Kingdom",
+    "Germany",
+    "France",
+    "Brazil",
+    "India",
+]
+DOWNLOADS = [
+    "Pricing guide",
+    "Security whitepaper",
+    "ROI calculator",
+    "Product tour video",
+    "Case study: Contoso",
+]
+HS_STAGES = (
+    ["subscriber"] * 3 + ["lead"] * 9 + ["marketingqualifiedlead"] * 6 + ["salesqualifiedlead", "customer"]
+)
+SF_STATUS = ["Open - Not Contacted"] * 6 + ["Marketing Qualified"] * 3 + ["Working - Contacted", "Nurture"]
+
+
+@dataclass
+class Sandboxes:
+    """Both sandboxes running, and the settings that reach them."""
+
+    hubspot: Any
+    salesforce: Any
+    hubspot_store: Any
+    salesforce_store: Any
+
+    def settings(self, state_url: str, config: str | None) -> Settings:
+        return Settings(
+            handoff_state_url=state_url,
+            handoff_config=Path(config) if config else None,
+            hubspot_base_url=self.hubspot.base_url,
+            hubspot_access_token=self.hubspot.token,
+            salesforce_instance_url=self.salesforce.instance_url,
+            salesforce_access_token=self.salesforce.token,
+            salesforce_ca_bundle=Path(self.salesforce.ca_bundle),
+        )  # type: ignore[call-arg]
+
+    def env(self) -> dict[str, str]:
+        return {
+            "HUBSPOT_BASE_URL": self.hubspot.base_url,
+            "HUBSPOT_ACCESS_TOKEN": self.hubspot.token,
+            "SALESFORCE_INSTANCE_URL": self.salesforce.instance_url,
+            "SALESFORCE_ACCESS_TOKEN": self.salesforce.token,
+            "SALESFORCE_CA_BUNDLE": self.salesforce.ca_bundle,
+        }
+
+
+@contextmanager
+def running_sandboxes(
+    data_dir: Path,
+    mapping: MappingSet,
+    seed: bool = True,
+    hubspot_port: int = 0,
+    salesforce_port: int = 0,
+    now: datetime | None = None,
+) -> Iterator[Sandboxes]:
+    """Start both sandboxes (seeding them on first use); save their data on exit."""
+    from connectors.hubspot.sandbox import HubSpotSandbox, HubSpotStore
+    from connectors.salesforce.sandbox import SalesforceSandbox, SalesforceStore
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    hs_path, sf_path = data_dir / "hubspot.json", data_dir / "salesforce.json"
+    fresh = not (hs_path.exists() and sf_path.exists())
+    hs_store = HubSpotStore() if fresh else HubSpotStore.load(hs_path)
+    sf_store = SalesforceStore() if fresh else SalesforceStore.load(sf_path)
+    hs = HubSpotSandbox(hs_store)
+    sf = SalesforceSandbox(sf_store)
+    hs.start(port=hubspot_port)
+    sf.start(port=salesforce_port)
+    boxes = Sandboxes(hs, sf, hs_store, sf_store)
+    try:
+        if fresh:
+            _install_hubspot(boxes, mapping)
+            if seed:
+                seed_demo(hs_store, sf_store, mapping, now or datetime.now(UTC))
+        yield boxes
+    finally:
+        hs.stop()
+        sf.stop()
+        hs_store.save(hs_path)
+        sf_store.save(sf_path)
+
+
+def _install_hubspot(boxes: Sandboxes, mapping: MappingSet) -> None:
+    from connectors.hubspot.connector import HubSpotConnector, HubSpotSettings, install
+
+    conn = HubSpotConnector(
+        HubSpotSettings(base_url=boxes.hubspot.base_url, access_token=boxes.hubspot.token)
+    )
+    install(conn)
+
+
+def seed_demo(hs: Any, sf: Any, mapping: MappingSet, now: datetime, people: int = 300, seed: int = 7) -> None:
+    """Fill both stores with reps, people and their activity."""
+    rnd = random.Random(seed)
+    sf_users = _seed_reps(hs, sf, mapping)
+    webinar = sf.insert(
+        "Campaign", {"Name": "Webinar: Scaling revenue ops", "Type": "Webinar", "Status": "Completed"}
+    )
+    content = sf.insert(
+        "Campaign", {"Name": "Security whitepaper download", "Type": "Content", "Status": "In Progress"}
+    )
+    for i in range(people):
+        p = _person(rnd, i)
+        where = rnd.random()
+        hs_id = sf_id = None
+        if where < 0.70:
+            hs_id = hs.add_contact(_hs_props(rnd, p), created_at=now - timedelta(days=rnd.randint(20, 400)))
+            _hs_activity(rnd, hs, hs_id, p["email"], now)
+        if where >= 0.55:
+            lead = _sf_lead(rnd, p, rnd.choice(sf_users))
+            if hs_id and rnd.random() < 0.5:
+                lead["HubSpot_Contact_Id__c"] = hs_id
+            sf_id = sf.insert("Lead", lead, at=now - timedelta(days=rnd.randint(5, 300)))
+            _sf_activity(rnd, sf, sf_id, webinar, content, sf_users, now)
+            if hs_id and lead.get("HubSpot_Contact_Id__c"):
+                hs.update_contact(hs_id, {"crm_handoff_salesforce_id": sf_id}, at=now - timedelta(days=2))
+        if sf_id and where > 0.95:
+            sf.convert_lead(
+                sf_id,
+                opportunity={
+                    "Name": f"{p['company']} - platform",
+                    "StageName": rnd.choice(["Prospecting", "Negotiation/Review", "Closed Won"]),
+                    "CloseDate": (now + timedelta(days=30)).date().isoformat(),
+                },
+            )
+
+
+def _seed_reps(hs: Any, sf: Any, mapping: MappingSet) -> list[str]:
+    users = []
+    for rep in mapping.reps.reps:
+        first, _, last = rep.name.partition(" ")
+        hs.add_owner(rep.email, first, last or first, archived=not rep.active)
+        users.append(
+            sf.insert(
+                "User",
+                {
+                    "Username": rep.email,
+                    "Email": rep.email,
+                    "FirstName": first,
+                    "LastName": last or first,
+                    "IsActive": rep.active,
+                },
+            )
+        )
+    hs.add_owner("marketing.ops@northwind.example", "Morgan", "Ops")
+    ops = sf.insert(
+        "User",
+        {
+            "Username": "marketing.ops@northwind.example",
+            "Email": "marketing.ops@northwind.example",
+            "FirstName": "Morgan",
+            "LastName": "Ops",
+            "IsActive": True,
+        },
+    )
+    active = [u for u, rep in zip(users, mapping.reps.reps, strict=True) if rep.active]
+    return active + [ops] * 3
+
+
+def _person(rnd: random.Random, i: int) -> dict[str, str]:
+    first, last = rnd.choice(FIRST), rnd.choice(LAST)
+    company = rnd.choice(COMPANIES)
+    domain = company.lower().replace(" ", "") + ".example"
+    email = f"{first}.{last}.{i}@{domain}".lower().replace("'", "")
+    return {
+        "first": first,
+        "last": last,
+        "company": company,
+        "email": email,
+        "title": rnd.choice(TITLES),
+        "industry": rnd.choice(INDUSTRIES),
+        "size": str(rnd.choice([8, 25, 60, 150, 400, 1200, 3000, 9000])),
+        "country": rnd.choice(COUNTRIES),
+    }
+
+
+def _hs_props(rnd: random.Random, p: dict[str, str]) -> dict[str, str]:
+    return {
+        "email": p["email"],
+        "firstname": p["first"],
+        "lastname": p["last"],
+        "company": p["company"],
+        "jobtitle": p["title"],
+        "industry": p["industry"],
+        "numemployees": p["size"],
+        "country": p["country"],
+        "lifecyclestage": rnd.choice(HS_STAGES),
+    }
+
+
+def _sf_lead(rnd: random.Random, p: dict[str, str], owner: str) -> dict[str, Any]:
+    return {
+        "FirstName": p["first"],
+        "LastName": p["last"],
+        "Email": p["email"],
+        "Company": p["company"],
+        "Title": p["title"],
+        "Industry": SF_INDUSTRY[p["industry"]],
+        "NumberOfEmployees": int(p["size"]),
+        "Country": p["country"],
+        "Status": rnd.choice(SF_STATUS),
+        "OwnerId": owner,
+        "LeadSource": "Web",
+    }
+
+
+def _ago(rnd: random.Random, now: datetime, days: int = 40) -> datetime:
+    return now - timedelta(days=rnd.randint(0, days), hours=rnd.randint(0, 23))
+
+
+def _hs_activity(rnd: random.Random, hs: Any, contact_id: str, email: str, now: datetime) -> None:
+    engaged = rnd.random() < 0.55
+    for _ in range(rnd.choice([0, 0, 1, 2]) if engaged else 0):
+        hs.add_event(
+            "e_submitted_form",
+            contact_id,
+            _ago(rnd, now),
+            {"hs_title": rnd.choice(["Request a demo", "Contact sales", "Pricing question"])},
+        )
+    for _ in range(rnd.choice([0, 1, 2, 3, 4]) if engaged else rnd.choice([0, 1])):
+        hs.add_event("e_downloaded_content", contact_id, _ago(rnd, now), {"hs_title": rnd.choice(DOWNLOADS)})
+    if engaged and rnd.random() < 0.35:
+        hs.add_event(
+            "e_attended_webinar", contact_id, _ago(rnd, now, 55), {"hs_title": "Webinar: Scaling revenue ops"}
+        )
+    for _ in range(rnd.choice([0, 1, 3, 5]) if engaged else 0):
+        hs.add_email_event(
+            email,
+            "CLICK",
+            _ago(rnd, now),
+            url=rnd.choice(["https://northwind.example/pricing", "https://northwind.example/security"]),
+        )
+    if engaged and rnd.random() < 0.08:
+        hs.add_engagement(
+            "meetings",
+            {"hs_timestamp": _ago(rnd, now, 20).isoformat(), "hs_meeting_title": "Intro call"},
+            [contact_id],
+        )
+
+
+def _sf_activity(
+    rnd: random.Random, sf: Any, lead_id: str, webinar: str, content: str, users: list[str], now: datetime
+) -> None:
+    if rnd.random() < 0.3:
+        sf.insert(
+            "CampaignMember",
+            {"CampaignId": webinar, "LeadId": lead_id, "Status": "Attended"},
+            at=_ago(rnd, now, 50),
+        )
+    if rnd.random() < 0.3:
+        sf.insert(
+            "CampaignMember",
+            {"CampaignId": content, "LeadId": lead_id, "Status": "Downloaded"},
+            at=_ago(rnd, now),
+        )
+    if rnd.random() < 0.1:
+        sf.insert(
+            "Event",
+            {
+                "Subject": "Discovery meeting",
+                "WhoId": lead_id,
+                "OwnerId": users[0],
+                "StartDateTime": _ago(rnd, now, 20).strftime("%Y-%m-%dT%H:%M:%S.000+0000"),
+                "EndDateTime": _ago(rnd, now, 20).strftime("%Y-%m-%dT%H:%M:%S.000+0000"),
+            },
+            at=_ago(rnd, now, 20),
+        )
+
+
+def run_demo(data_dir: Path, reset: bool = False, as_json: bool = False, config: str | None = None) -> int:
+    """Seed (first time), run one cycle on the sandboxes and SQLite, print the summary."""
+    from sync.cycle import run_cycle
+    from sync.report import print_summary
+    from sync.wiring import build_engine, open_state
+
+    if reset:
+        for name in ("hubspot.json", "salesforce.json", "state.db", "state.db-wal", "state.db-shm"):
+            (data_dir / name).unlink(missing_ok=True)
+    mapping = load_mappings(config)
+    with running_sandboxes(data_dir, mapping) as boxes:
+        settings = boxes.settings(f"sqlite:///{data_dir / 'state.db'}", config)
+        state = open_state(settings)
+        try:
+            result = run_cycle(build_engine(settings, mapping, state), datetime.now(UTC))
+        finally:
+            state.close()
+        hs_tasks, sf_tasks = len(boxes.hubspot_store.tasks()), len(boxes.salesforce_store.all("Task"))
+    if as_json:
+        print(json.dumps(result.summary, default=str, sort_keys=True))
+        return result.exit_code
+    print_summary(result.summary)
+    print(f"\nThe sandboxes now hold {sf_tasks} Salesforce tasks and {hs_tasks} HubSpot tasks in total.")
+    print(f"Data kept in {data_dir}/ - run `handoff demo` again: nothing new is handed off twice.")
+    print(f"See `HANDOFF_STATE_URL=sqlite:///{data_dir}/state.db handoff report` for stage conversion.")
+    return result.exit_code
+
+
+def serve_sandboxes(data_dir: Path, hubspot_port: int, salesforce_port: int, seed: bool = True) -> int:
+    """Serve both sandboxes until SIGINT/SIGTERM; print the connection settings first."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    mapping = load_mappings(None)
+    with running_sandboxes(
+        data_dir, mapping, seed=seed, hubspot_port=hubspot_port, salesforce_port=salesforce_port
+    ) as boxes:
+        for key, value in boxes.env().items():
+            print(f"{key}={value}", flush=True)
+        stop.wait()
+    return 0

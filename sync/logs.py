@@ -1,0 +1,51 @@
+"""structlog set-up: console for people, JSON for machines; secrets redacted."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any
+
+import structlog
+
+_SECRETS: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Never print this value: it is replaced by ``***`` in every log line."""
+    if value and len(value) >= 6:
+        _SECRETS.add(value)
+
+
+def _redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    if not _SECRETS:
+        return event
+    for key, value in event.items():
+        if isinstance(value, str):
+            for secret in _SECRETS:
+                value = value.replace(secret, "***")
+            event[key] = value
+    return event
+
+
+def configure(fmt: str = "console", level: str = "info", secrets: Iterable[str | None] = ()) -> None:
+    """Configure structlog to write to stderr in ``fmt`` (console or json)."""
+    for s in secrets:
+        register_secret(s)
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _redact,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)

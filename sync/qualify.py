@@ -1,0 +1,94 @@
+"""The sales-ready definition applied to one person: an explainable score (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from mappings.models import FieldCondition, SalesReady
+from sync.records import Activity
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One rule that fired, with its points and what made it fire."""
+
+    rule: str
+    points: int
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Qualification:
+    score: int
+    qualified: bool
+    reasons: tuple[Reason, ...]
+    blockers: tuple[str, ...]  # why a person is not sales-ready despite the score
+
+
+def _number(value: str | None) -> float | None:
+    try:
+        return float(str(value).replace(",", "").strip())
+    except (TypeError, ValueError):
+        return None
+
+
+def matches(cond: FieldCondition, values: Mapping[str, str | None]) -> tuple[bool, str]:
+    """Does ``cond`` hold for these canonical values? Returns (holds, detail)."""
+    raw = values.get(cond.field)
+    text = (raw or "").strip()
+    low = text.lower()
+    if cond.present is not None:
+        return (bool(text) == cond.present, f"{cond.field} {'set' if text else 'blank'}")
+    if not text:
+        return False, ""
+    if cond.one_of is not None:
+        return low in {v.lower() for v in cond.one_of}, f"{cond.field} = {text}"
+    if cond.contains_any is not None:
+        hit = next((v for v in cond.contains_any if v.lower() in low), None)
+        return hit is not None, f"{cond.field} '{text}'"
+    if cond.ends_with_any is not None:
+        return any(low.endswith(v.lower()) for v in cond.ends_with_any), f"{cond.field} {text}"
+    number = _number(text)
+    if number is None:
+        return False, ""
+    ok = (cond.min is None or number >= cond.min) and (cond.max is None or number <= cond.max)
+    return ok, f"{cond.field} = {text}"
+
+
+def qualify(
+    rules: SalesReady,
+    values: Mapping[str, str | None],
+    stage: str | None,
+    activities: Sequence[Activity],
+    now: datetime,
+) -> Qualification:
+    """Score a person against the sales-ready rules and say why."""
+    reasons: list[Reason] = []
+    for rule in rules.fit:
+        ok, detail = matches(rule, values)
+        if ok:
+            reasons.append(Reason(rule.name, rule.points, detail))
+    for brule in rules.behaviour:
+        since = now - timedelta(days=brule.within_days)
+        hits = [a for a in activities if a.kind == brule.activity and since <= a.occurred_at <= now]
+        if len(hits) >= brule.at_least:
+            what = brule.activity.replace("_", " ")
+            reasons.append(
+                Reason(brule.name, brule.points, f"{len(hits)} x {what} in {brule.within_days} days")
+            )
+    score = sum(r.points for r in reasons)
+    blockers = _blockers(rules, values, stage)
+    qualified = score >= rules.threshold and not blockers
+    return Qualification(score, qualified, tuple(reasons), tuple(blockers))
+
+
+def _blockers(rules: SalesReady, values: Mapping[str, str | None], stage: str | None) -> list[str]:
+    out = [f"missing {f}" for f in rules.required_fields if not (values.get(f) or "").strip()]
+    for rule in rules.exclude:
+        if matches(rule, values)[0]:
+            out.append(f"excluded: {rule.name}")
+    if stage not in rules.eligible_stages:
+        out.append(f"stage {stage or 'unknown'} is not eligible")
+    return out

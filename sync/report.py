@@ -1,0 +1,162 @@
+"""What people read: the cycle summary, ``handoff status`` and ``handoff report``.
+
+``report_data``/``status_data`` gather plain data; the ``print_*`` functions only format.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from mappings.models import MappingSet
+from sync.state import StateStore
+
+
+def _table(rows: list[list[Any]], header: list[str]) -> str:
+    cells = [header, *[[str(c) for c in r] for r in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def print_summary(s: dict[str, Any]) -> None:
+    """Human summary of one cycle (``handoff sync`` / ``handoff demo``)."""
+    mode = "DRY RUN - nothing written" if s.get("dry_run") else f"run {s.get('run_id')}"
+    pulled = ", ".join(f"{k} {v}" for k, v in s["people_pulled"].items())
+    print(f"crm-handoff cycle ({mode}) at {s['at']}")
+    print(f"people pulled: {pulled}; activities pulled: {s.get('activities_pulled', 0)}")
+    print(f"profiles scored: {s['profiles_scored']}; sales-ready: {s['qualified']}")
+    print(f"handed off: {s['handed_off']}; kept in nurture: {s['kept_in_nurture']}")
+    rows = [
+        [rep, c["capacity"], c["used_before"], s["handed_off_per_rep"].get(rep, 0), c["left"]]
+        for rep, c in sorted(s["capacity_per_rep"].items())
+    ]
+    if rows:
+        print()
+        print(_table(rows, ["rep", "weekly capacity", "used before", "handed off now", "left"]))
+    for rep, why in sorted(s.get("unavailable_reps", {}).items()):
+        print(f"  not routed to {rep}: {why}")
+    if s["plan"]:
+        print()
+        verb = "would hand off" if s.get("dry_run") else "handed off"
+        print(f"{verb}:")
+        for h in s["plan"]:
+            why = ", ".join(f"{r['rule']} +{r['points']}" for r in h["reasons"])
+            print(
+                f"  {h['person']} (score {h['score']}) -> {h['rep']} [{h['why_rep']}; task in {'/'.join(h['task_in'])}]: {why}"
+            )
+    if s["nurture"]:
+        print()
+        print(f"kept in nurture ({len(s['nurture'])}, highest score first):")
+        for n in s["nurture"][:10]:
+            print(f"  {n['person']} (score {n['score']}): {n['reason']}")
+        if len(s["nurture"]) > 10:
+            print(f"  ... and {len(s['nurture']) - 10} more")
+    print()
+    tasks = ", ".join(f"{k} {v}" for k, v in s["tasks_created"].items())
+    existed = sum(s["tasks_already_existed"].values())
+    print(f"tasks created: {tasks}" + (f" ({existed} already existed)" if existed else ""))
+    print("API calls: " + ", ".join(f"{k} {v}" for k, v in s["api_calls"].items()))
+    if s["errors"]:
+        print(f"{len(s['errors'])} record(s) failed (see `handoff status`):")
+        for e in s["errors"][:10]:
+            print(f"  {e['crm']} {e['record']}: {e['reason']}")
+
+
+def status_data(state: StateStore) -> dict[str, Any]:
+    queued = state.queued()
+    return {
+        "runs": [
+            {
+                "id": r["id"],
+                "started_at": r["started_at"],
+                "status": r["status"],
+                "handed_off": (r["summary"] or {}).get("handed_off"),
+                "kept_in_nurture": (r["summary"] or {}).get("kept_in_nurture"),
+                "errors": len((r["summary"] or {}).get("errors", [])),
+                "api_calls": (r["summary"] or {}).get("api_calls"),
+                "stopped": (r["summary"] or {}).get("stopped"),
+            }
+            for r in state.recent_runs(10)
+        ],
+        "queue": {
+            "size": len(queued),
+            "top": [
+                {"person_key": q["person_key"], "score": q["score"], "reason": q["reason"]}
+                for q in queued[:10]
+            ],
+        },
+        "pending_intents": len(state.open_intents()),
+        "record_errors": [
+            {"run_id": e["run_id"], "crm": e["crm"], "record": e["record"], "reason": e["reason"]}
+            for e in state.open_errors()
+        ],
+    }
+
+
+def print_status(d: dict[str, Any]) -> None:
+    if not d["runs"]:
+        print("no runs yet")
+    else:
+        rows = [
+            [r["id"], r["started_at"], r["status"], r["handed_off"], r["kept_in_nurture"], r["errors"]]
+            for r in d["runs"]
+        ]
+        print(_table(rows, ["run", "started", "status", "handed off", "nurture", "errors"]))
+    print(f"\nnurture queue: {d['queue']['size']} waiting; pending handoff writes: {d['pending_intents']}")
+    for q in d["queue"]["top"]:
+        print(f"  {q['person_key']} score {q['score']}: {q['reason']}")
+    if d["record_errors"]:
+        print(f"\nrecords that failed in run {d['record_errors'][0]['run_id']}:")
+        for e in d["record_errors"]:
+            print(f"  {e['crm']} {e['record']}: {e['reason']}")
+
+
+def report_data(state: StateStore, mapping: MappingSet) -> dict[str, Any]:
+    """Stage counts now, people who reached each funnel stage, conversion between them."""
+    funnel = list(mapping.lifecycle.funnel)
+    reach = state.stage_reach()
+    furthest: dict[str, int] = {}
+    for stage, people in reach.items():
+        if stage in funnel:
+            for key in people:
+                furthest[key] = max(furthest.get(key, -1), funnel.index(stage))
+    reached = [sum(1 for v in furthest.values() if v >= i) for i in range(len(funnel))]
+    conversion = [
+        {
+            "from": funnel[i],
+            "to": funnel[i + 1],
+            "reached_from": reached[i],
+            "reached_to": reached[i + 1],
+            "rate": round(reached[i + 1] / reached[i], 4) if reached[i] else None,
+        }
+        for i in range(len(funnel) - 1)
+    ]
+    per_rep = Counter(e.rep_email for e in state.ledger_entries() if e.status == "done")
+    return {
+        "current": {s: state.current_stages().get(s, 0) for s in mapping.lifecycle.all_stages},
+        "reached": dict(zip(funnel, reached, strict=True)),
+        "conversion": conversion,
+        "handoffs_per_rep": dict(per_rep),
+        "in_nurture_queue": len(state.queued()),
+    }
+
+
+def print_report(d: dict[str, Any]) -> None:
+    print(_table([[s, n] for s, n in d["current"].items()], ["stage", "people now"]))
+    print()
+    rows = [
+        [
+            f"{c['from']} -> {c['to']}",
+            c["reached_from"],
+            c["reached_to"],
+            "-" if c["rate"] is None else f"{c['rate']:.1%}",
+        ]
+        for c in d["conversion"]
+    ]
+    print(_table(rows, ["conversion", "reached from", "reached to", "rate"]))
+    if d["handoffs_per_rep"]:
+        print()
+        print(_table([[r, n] for r, n in sorted(d["handoffs_per_rep"].items())], ["rep", "handoffs"]))
+    print(f"\nwaiting in nurture for rep capacity: {d['in_nurture_queue']}")

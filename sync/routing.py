@@ -1,0 +1,127 @@
+"""Capacity-aware routing: who goes to which rep this week, who waits in nurture (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from mappings.models import Pool, Rep
+from sync.qualify import matches
+
+RAN_OUT = "rep capacity"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A sales-ready person waiting for a rep."""
+
+    person_key: str
+    score: int
+    values: Mapping[str, str | None]
+    owner_email: str | None = None
+    qualified_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Assignment:
+    candidate: Candidate
+    rep: Rep
+    why: str
+
+
+@dataclass(frozen=True)
+class Deferral:
+    candidate: Candidate
+    reason: str
+
+
+@dataclass(frozen=True)
+class RepLoad:
+    rep: Rep
+    capacity: int
+    used_before: int
+    assigned: int = 0
+
+    @property
+    def left(self) -> int:
+        return self.capacity - self.used_before - self.assigned
+
+
+@dataclass(frozen=True)
+class RoutingPlan:
+    assignments: tuple[Assignment, ...]
+    deferrals: tuple[Deferral, ...]
+    loads: Mapping[str, RepLoad] = field(default_factory=dict)
+
+
+def week_start(now: datetime, tz: str) -> date:
+    """The Monday that starts ``now``'s week in time zone ``tz``."""
+    local = now.astimezone(ZoneInfo(tz)).date()
+    return local - timedelta(days=local.weekday())
+
+
+def _pools_of(values: Mapping[str, str | None], pools: Sequence[Pool]) -> set[str]:
+    return {p.name for p in pools if matches(p, values)[0]}
+
+
+def eligible(rep: Rep, cand: Candidate, pools: Sequence[Pool]) -> bool:
+    """May ``rep`` take ``cand`` (active, territory and pool match)?"""
+    if not rep.active or rep.weekly_capacity <= 0:
+        return False
+    country = (cand.values.get("country") or "").strip().lower()
+    if rep.territories and country not in {t.lower() for t in rep.territories}:
+        return False
+    lead_pools = _pools_of(cand.values, pools)
+    if rep.pools or lead_pools:
+        return bool(set(rep.pools) & lead_pools)
+    return True
+
+
+def _order(c: Candidate) -> tuple[int, str, str]:
+    at = c.qualified_at.isoformat() if c.qualified_at else ""
+    return (-c.score, at, c.person_key)
+
+
+def plan_routing(
+    candidates: Sequence[Candidate],
+    reps: Sequence[Rep],
+    used: Mapping[str, int],
+    pools: Sequence[Pool] = (),
+) -> RoutingPlan:
+    """Assign candidates, highest score first, never above any rep's weekly capacity.
+
+    The existing owner keeps the lead when they are a rep with capacity left; otherwise
+    the eligible rep with most capacity left takes it (ties: fewest assigned, then name).
+    Everyone else is deferred with the reason.
+    """
+    loads = {r.email: RepLoad(r, r.weekly_capacity, used.get(r.email, 0)) for r in reps}
+    assignments: list[Assignment] = []
+    deferrals: list[Deferral] = []
+    for cand in sorted(candidates, key=_order):
+        pick = _pick(cand, loads, pools)
+        if pick is None:
+            deferrals.append(Deferral(cand, _why_not(cand, loads, pools)))
+            continue
+        load, why = pick
+        loads[load.rep.email] = RepLoad(load.rep, load.capacity, load.used_before, load.assigned + 1)
+        assignments.append(Assignment(cand, load.rep, why))
+    return RoutingPlan(tuple(assignments), tuple(deferrals), loads)
+
+
+def _pick(cand: Candidate, loads: Mapping[str, RepLoad], pools: Sequence[Pool]) -> tuple[RepLoad, str] | None:
+    owner = loads.get((cand.owner_email or "").lower())
+    if owner and owner.rep.active and owner.left > 0:
+        return owner, "existing owner"
+    options = [ld for ld in loads.values() if ld.left > 0 and eligible(ld.rep, cand, pools)]
+    if not options:
+        return None
+    best = min(options, key=lambda ld: (-ld.left, ld.assigned, ld.rep.name))
+    return best, "most capacity left"
+
+
+def _why_not(cand: Candidate, loads: Mapping[str, RepLoad], pools: Sequence[Pool]) -> str:
+    if any(eligible(ld.rep, cand, pools) for ld in loads.values()):
+        return f"{RAN_OUT}: every eligible rep is at weekly capacity"
+    return "no eligible rep (territory, pool or inactive)"

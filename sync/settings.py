@@ -1,0 +1,99 @@
+"""Settings from the environment (12-factor), validated by pydantic-settings.
+
+Secrets come only from the environment or from files: every secret ``X`` can also be
+given as ``X_FILE`` (a path, e.g. a mounted Kubernetes Secret). Secret values are
+``SecretStr`` so they never print in logs, errors or ``repr``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sync.errors import ConfigError
+
+SECRETS = ("HUBSPOT_ACCESS_TOKEN", "SALESFORCE_ACCESS_TOKEN")
+
+
+class Settings(BaseSettings):
+    """Every setting of crm-handoff; see the README's settings table."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
+
+    handoff_config: Path | None = Field(None, description="Mapping directory or combined file")
+    handoff_state_url: str = Field(
+        "sqlite:///handoff-state.db", description="SQLAlchemy URL of the state store"
+    )
+    handoff_log_format: Literal["console", "json"] = "console"
+    handoff_log_level: Literal["debug", "info", "warning", "error"] = "info"
+    handoff_lookback_seconds: int = Field(300, ge=0, le=86_400)
+
+    hubspot_base_url: str | None = None
+    hubspot_access_token: SecretStr | None = None
+    hubspot_event_kinds: str | None = Field(None, description="JSON object: event type -> activity kind")
+    hubspot_timeout_seconds: float = Field(60.0, gt=0)
+
+    salesforce_instance_url: str | None = None
+    salesforce_access_token: SecretStr | None = None
+    salesforce_ca_bundle: Path | None = None
+    salesforce_api_version: str = "62.0"
+    salesforce_timeout_seconds: float = Field(60.0, gt=0)
+
+    @field_validator("salesforce_api_version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        value = value.removeprefix("v")
+        if not value.replace(".", "").isdigit():
+            raise ValueError("expected a version like 62.0")
+        return value
+
+    def event_kinds(self) -> dict[str, str] | None:
+        if not self.hubspot_event_kinds:
+            return None
+        try:
+            data = json.loads(self.hubspot_event_kinds)
+        except ValueError as exc:
+            raise ConfigError(f"HUBSPOT_EVENT_KINDS: expected a JSON object ({exc})") from None
+        if not isinstance(data, dict):
+            raise ConfigError("HUBSPOT_EVENT_KINDS: expected a JSON object of event type -> kind")
+        return {str(k): str(v) for k, v in data.items()}
+
+    @property
+    def hubspot_enabled(self) -> bool:
+        return bool(self.hubspot_base_url or self.hubspot_access_token)
+
+    @property
+    def salesforce_enabled(self) -> bool:
+        return bool(self.salesforce_instance_url or self.salesforce_access_token)
+
+
+def _secret_files(env: dict[str, str]) -> dict[str, str]:
+    out = {}
+    for name in SECRETS:
+        path = env.get(f"{name}_FILE")
+        if path and not env.get(name):
+            try:
+                out[name] = Path(path).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"{name}_FILE: cannot read {path}: {exc.strerror}") from None
+    return out
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment (plus ``*_FILE`` secrets); ConfigError when invalid."""
+    env = dict(os.environ)
+    extra = _secret_files(env)
+    try:
+        values: dict[str, object] = {k.lower(): v for k, v in extra.items()}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return Settings(**values)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = [
+            f"setting {str(e['loc'][0]).upper()}: {e['msg']}" for e in exc.errors(include_input=False)
+        ]
+        raise ConfigError(problems) from None

@@ -1,0 +1,590 @@
+"""The state store: watermarks, identity links, the handoff ledger, the nurture queue,
+activities inside the scoring window, stage history and run history.
+
+SQLAlchemy Core over any URL; a SQLite file by default. Every method is one short
+transaction, so a crash leaves the store as of the last completed step.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    and_,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+
+from sync.records import Activity
+
+metadata = MetaData()
+
+watermarks = Table(
+    "watermarks",
+    metadata,
+    Column("crm", String(20), primary_key=True),
+    Column("stream", String(40), primary_key=True),
+    Column("value", String(64), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+identities = Table(
+    "identities",
+    metadata,
+    Column("person_key", String(64), primary_key=True),
+    Column("hubspot_id", String(32), unique=True),
+    Column("salesforce_id", String(32), unique=True),
+    Column("salesforce_type", String(16)),
+    Column("email", String(320), index=True),
+)
+
+field_values = Table(
+    "field_values",
+    metadata,
+    Column("person_key", String(64), primary_key=True),
+    Column("field", String(64), primary_key=True),
+    Column("value", Text),
+)
+
+activities = Table(
+    "activities",
+    metadata,
+    Column("crm", String(20), primary_key=True),
+    Column("activity_id", String(64), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("person_id", String(32), index=True),
+    Column("email", String(320), index=True),
+    Column("title", String(500), nullable=False, default=""),
+)
+
+ledger = Table(
+    "ledger",
+    metadata,
+    Column("key", String(80), primary_key=True),
+    Column("crm", String(20), primary_key=True),
+    Column("person_key", String(64), nullable=False, index=True),
+    Column("episode", Integer, nullable=False),
+    Column("rep_email", String(320), nullable=False, index=True),
+    Column("week_start", Date, nullable=False),
+    Column("status", String(16), nullable=False),  # intent | done | failed
+    Column("task_id", String(64)),
+    Column("score", Integer, nullable=False),
+    Column("reasons", JSON, nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("planned_at", DateTime(timezone=True), nullable=False),
+    Column("confirmed_at", DateTime(timezone=True)),
+    Column("error", Text),
+    Column("run_id", Integer),
+)
+
+queue = Table(
+    "queue",
+    metadata,
+    Column("person_key", String(64), primary_key=True),
+    Column("score", Integer, nullable=False),
+    Column("snapshot", JSON, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("status_written", Text),
+    Column("queued_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+stage_history = Table(
+    "stage_history",
+    metadata,
+    Column("person_key", String(64), primary_key=True),
+    Column("stage", String(40), primary_key=True),
+    Column("entered_at", DateTime(timezone=True), nullable=False),
+)
+
+current_stage = Table(
+    "current_stage",
+    metadata,
+    Column("person_key", String(64), primary_key=True),
+    Column("stage", String(40), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("status", String(16), nullable=False),  # running | ok | partial | failed | stopped
+    Column("summary", JSON),
+)
+
+record_errors = Table(
+    "record_errors",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, index=True),
+    Column("crm", String(20), nullable=False),
+    Column("record", String(120), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("resolved", Boolean, nullable=False, default=False),
+    UniqueConstraint("run_id", "crm", "record", name="uq_record_error"),
+)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """SQLite drops tzinfo; everything in the store is UTC."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class Identity:
+    person_key: str
+    hubspot_id: str | None
+    salesforce_id: str | None
+    salesforce_type: str | None
+    email: str | None
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    key: str
+    crm: str
+    person_key: str
+    episode: int
+    rep_email: str
+    week_start: date
+    status: str
+    task_id: str | None
+    score: int
+    reasons: list[Any]
+    planned_at: datetime
+    error: str | None = None
+    payload: dict[str, Any] | None = None
+
+
+class StateStore:
+    """Typed access to the state database."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine: Engine = create_engine(url, future=True)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+
+    def create_schema(self) -> None:
+        """Create missing tables (idempotent)."""
+        metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- watermarks ---------------------------------------------------------
+    def watermark(self, crm: str, stream: str) -> str | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(watermarks.c.value).where(watermarks.c.crm == crm, watermarks.c.stream == stream)
+            ).first()
+        return row[0] if row else None
+
+    def set_watermark(self, crm: str, stream: str, value: str) -> None:
+        now = datetime.now(UTC)
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(watermarks)
+                .where(watermarks.c.crm == crm, watermarks.c.stream == stream)
+                .values(value=value, updated_at=now)
+            ).rowcount
+            if not done:
+                conn.execute(insert(watermarks).values(crm=crm, stream=stream, value=value, updated_at=now))
+
+    # --- identities ---------------------------------------------------------
+    def identities(self) -> list[Identity]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(identities)).all()
+        return [Identity(*row) for row in rows]
+
+    def identities_for(
+        self, hubspot_ids: Sequence[str], salesforce_ids: Sequence[str], emails: Sequence[str]
+    ) -> list[Identity]:
+        """Identities matching any of the ids or emails."""
+        found: dict[str, Identity] = {}
+        with self.engine.connect() as conn:
+            for column, values in (
+                (identities.c.hubspot_id, hubspot_ids),
+                (identities.c.salesforce_id, salesforce_ids),
+                (identities.c.email, [e.lower() for e in emails]),
+            ):
+                for part in _parts(sorted(set(values))):
+                    for row in conn.execute(select(identities).where(column.in_(part))):
+                        found[row.person_key] = Identity(*row)
+        return list(found.values())
+
+    def identities_by_key(self, keys: Sequence[str]) -> list[Identity]:
+        with self.engine.connect() as conn:
+            rows: list[Any] = []
+            for part in _parts(list(keys)):
+                rows += conn.execute(select(identities).where(identities.c.person_key.in_(part))).all()
+        return [Identity(*r) for r in rows]
+
+    def save_identities(self, items: Iterable[Identity]) -> None:
+        """Insert or replace identity rows by person_key."""
+        items = list(items)
+        if not items:
+            return
+        with self.engine.begin() as conn:
+            keys = [i.person_key for i in items]
+            for part in _parts(keys):
+                conn.execute(delete(identities).where(identities.c.person_key.in_(part)))
+            conn.execute(insert(identities), [i.__dict__ for i in items])
+
+    # --- field values (last synced, for two-way rules) ---------------------
+    def field_values(self, person_keys: Sequence[str]) -> dict[str, dict[str, str | None]]:
+        out: dict[str, dict[str, str | None]] = {}
+        with self.engine.connect() as conn:
+            for part in _parts(list(person_keys)):
+                for key, field, value in conn.execute(
+                    select(field_values).where(field_values.c.person_key.in_(part))
+                ):
+                    out.setdefault(key, {})[field] = value
+        return out
+
+    def save_field_values(self, values: dict[str, dict[str, str | None]]) -> None:
+        if not values:
+            return
+        with self.engine.begin() as conn:
+            for part in _parts(list(values)):
+                conn.execute(delete(field_values).where(field_values.c.person_key.in_(part)))
+            rows = [
+                {"person_key": k, "field": f, "value": v}
+                for k, fields in values.items()
+                for f, v in fields.items()
+            ]
+            if rows:
+                conn.execute(insert(field_values), rows)
+
+    # --- activities ---------------------------------------------------------
+    def save_activities(self, items: Iterable[Activity]) -> int:
+        """Store activities (idempotent by crm + id); returns how many were new."""
+        new = 0
+        with self.engine.begin() as conn:
+            for part in _parts(list(items), 500):
+                ids = {(a.crm, a.id) for a in part}
+                seen = {
+                    (crm, aid)
+                    for crm, aid in conn.execute(
+                        select(activities.c.crm, activities.c.activity_id).where(
+                            activities.c.activity_id.in_([i for _, i in ids])
+                        )
+                    )
+                }
+                rows = [
+                    {
+                        "crm": a.crm,
+                        "activity_id": a.id,
+                        "kind": a.kind,
+                        "occurred_at": a.occurred_at,
+                        "person_id": a.person_id,
+                        "email": a.email.lower() if a.email else None,
+                        "title": a.title[:500],
+                    }
+                    for a in {(a.crm, a.id): a for a in part}.values()
+                    if (a.crm, a.id) not in seen
+                ]
+                if rows:
+                    conn.execute(insert(activities), rows)
+                    new += len(rows)
+        return new
+
+    def activities_for(
+        self, person_ids: Sequence[str], emails: Sequence[str], since: datetime
+    ) -> list[Activity]:
+        out: list[Activity] = []
+        with self.engine.connect() as conn:
+            for ids_part in _parts(list(person_ids) or [""]):
+                for email_part in _parts([e.lower() for e in emails] or [""]):
+                    q = select(activities).where(
+                        activities.c.occurred_at >= since,
+                        or_(
+                            activities.c.person_id.in_(ids_part),
+                            activities.c.email.in_(email_part),
+                        ),
+                    )
+                    out.extend(
+                        Activity(
+                            crm=r.crm,
+                            id=r.activity_id,
+                            kind=r.kind,
+                            occurred_at=_utc(r.occurred_at) or since,
+                            person_id=r.person_id,
+                            email=r.email,
+                            title=r.title,
+                        )
+                        for r in conn.execute(q)
+                    )
+        return list({(a.crm, a.id): a for a in out}.values())
+
+    def prune_activities(self, before: datetime) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(activities).where(activities.c.occurred_at < before))
+
+    # --- ledger -------------------------------------------------------------
+    def ledger_for_people(self, person_keys: Sequence[str]) -> list[LedgerEntry]:
+        with self.engine.connect() as conn:
+            rows: list[Any] = []
+            for part in _parts(list(person_keys)):
+                rows += conn.execute(select(ledger).where(ledger.c.person_key.in_(part))).all()
+        return [_entry(r) for r in rows]
+
+    def open_intents(self) -> list[LedgerEntry]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(ledger).where(ledger.c.status == "intent")).all()
+        return [_entry(r) for r in rows]
+
+    def used_capacity(self, weeks: dict[str, date]) -> dict[str, int]:
+        """Handoffs (any status but failed) per rep email in that rep's current week."""
+        out: dict[str, int] = {}
+        with self.engine.connect() as conn:
+            for email, week in weeks.items():
+                count = conn.execute(
+                    select(func.count(func.distinct(ledger.c.key))).where(
+                        ledger.c.rep_email == email,
+                        ledger.c.week_start == week,
+                        ledger.c.status != "failed",
+                    )
+                ).scalar_one()
+                out[email] = int(count)
+        return out
+
+    def record_intents(self, entries: Sequence[LedgerEntry], run_id: int | None) -> None:
+        """Record handoffs about to be written, before any CRM write (idempotent)."""
+        with self.engine.begin() as conn:
+            for e in entries:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(
+                            insert(ledger).values(
+                                key=e.key,
+                                crm=e.crm,
+                                person_key=e.person_key,
+                                episode=e.episode,
+                                rep_email=e.rep_email,
+                                week_start=e.week_start,
+                                status="intent",
+                                score=e.score,
+                                reasons=e.reasons,
+                                payload=e.payload or {},
+                                planned_at=e.planned_at,
+                                run_id=run_id,
+                            )
+                        )
+                except IntegrityError:
+                    pass  # already recorded by an earlier, interrupted run
+
+    def confirm(self, key: str, crm: str, task_id: str, at: datetime) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(ledger)
+                .where(ledger.c.key == key, ledger.c.crm == crm)
+                .values(status="done", task_id=task_id, confirmed_at=at, error=None)
+            )
+
+    def fail(self, key: str, crm: str, error: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(ledger)
+                .where(ledger.c.key == key, ledger.c.crm == crm)
+                .values(status="failed", error=error)
+            )
+
+    def ledger_entries(self, limit: int | None = None) -> list[LedgerEntry]:
+        with self.engine.connect() as conn:
+            q = select(ledger).order_by(ledger.c.planned_at.desc())
+            if limit:
+                q = q.limit(limit)
+            return [_entry(r) for r in conn.execute(q)]
+
+    # --- queue (overflow kept in nurture) ----------------------------------
+    def queued(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(queue).order_by(queue.c.score.desc(), queue.c.queued_at)).all()
+        return [dict(r._mapping) for r in rows]
+
+    def enqueue(
+        self, person_key: str, score: int, snapshot: dict[str, Any], reason: str, at: datetime
+    ) -> None:
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(queue)
+                .where(queue.c.person_key == person_key)
+                .values(score=score, snapshot=snapshot, reason=reason, updated_at=at)
+            ).rowcount
+            if not done:
+                conn.execute(
+                    insert(queue).values(
+                        person_key=person_key,
+                        score=score,
+                        snapshot=snapshot,
+                        reason=reason,
+                        queued_at=at,
+                        updated_at=at,
+                    )
+                )
+
+    def mark_status_written(self, person_key: str, status: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(queue).where(queue.c.person_key == person_key).values(status_written=status))
+
+    def dequeue(self, person_keys: Sequence[str]) -> None:
+        with self.engine.begin() as conn:
+            for part in _parts(list(person_keys)):
+                conn.execute(delete(queue).where(queue.c.person_key.in_(part)))
+
+    # --- stages ---------------------------------------------------------------
+    def record_stages(self, stages: dict[str, str], at: datetime) -> None:
+        """Remember each person's current stage and the first time they reached it."""
+        if not stages:
+            return
+        with self.engine.begin() as conn:
+            keys = list(stages)
+            seen: set[tuple[str, str]] = set()
+            for part in _parts(keys):
+                seen |= {
+                    (k, s)
+                    for k, s in conn.execute(
+                        select(stage_history.c.person_key, stage_history.c.stage).where(
+                            stage_history.c.person_key.in_(part)
+                        )
+                    )
+                }
+                conn.execute(delete(current_stage).where(current_stage.c.person_key.in_(part)))
+            new = [
+                {"person_key": k, "stage": s, "entered_at": at}
+                for k, s in stages.items()
+                if (k, s) not in seen
+            ]
+            if new:
+                conn.execute(insert(stage_history), new)
+            conn.execute(
+                insert(current_stage),
+                [{"person_key": k, "stage": s, "updated_at": at} for k, s in stages.items()],
+            )
+
+    def current_stages(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(current_stage.c.stage, func.count()).group_by(current_stage.c.stage)
+            ).all()
+        return {stage: int(n) for stage, n in rows}
+
+    def stage_reach(self) -> dict[str, set[str]]:
+        """Stage -> people who have ever been in it."""
+        out: dict[str, set[str]] = {}
+        with self.engine.connect() as conn:
+            for key, stage in conn.execute(select(stage_history.c.person_key, stage_history.c.stage)):
+                out.setdefault(stage, set()).add(key)
+        return out
+
+    # --- runs and errors -----------------------------------------------------
+    def start_run(self, at: datetime) -> int:
+        with self.engine.begin() as conn:
+            result = conn.execute(insert(runs).values(started_at=at, status="running"))
+            return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+    def finish_run(self, run_id: int, status: str, summary: dict[str, Any], at: datetime) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id)
+                .values(status=status, summary=json.loads(json.dumps(summary, default=str)), finished_at=at)
+            )
+
+    def recent_runs(self, limit: int = 10) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(runs).order_by(runs.c.id.desc()).limit(limit)).all()
+        return [dict(r._mapping) for r in rows]
+
+    def record_error(self, run_id: int | None, crm: str, record: str, reason: str, at: datetime) -> None:
+        with self.engine.begin() as conn:
+            try:
+                with conn.begin_nested():
+                    conn.execute(
+                        insert(record_errors).values(
+                            run_id=run_id, crm=crm, record=record, reason=reason[:2000], at=at, resolved=False
+                        )
+                    )
+            except IntegrityError:
+                pass
+
+    def open_errors(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Record errors of the latest run that had any."""
+        with self.engine.connect() as conn:
+            last = conn.execute(select(func.max(record_errors.c.run_id))).scalar()
+            if last is None:
+                return []
+            rows = conn.execute(
+                select(record_errors)
+                .where(and_(record_errors.c.run_id == last))
+                .order_by(record_errors.c.id)
+                .limit(limit)
+            ).all()
+        return [dict(r._mapping) for r in rows]
+
+
+def _entry(r: Any) -> LedgerEntry:
+    return LedgerEntry(
+        key=r.key,
+        crm=r.crm,
+        person_key=r.person_key,
+        episode=r.episode,
+        rep_email=r.rep_email,
+        week_start=r.week_start,
+        status=r.status,
+        task_id=r.task_id,
+        score=r.score,
+        reasons=list(r.reasons or []),
+        planned_at=_utc(r.planned_at) or datetime.now(UTC),
+        error=r.error,
+        payload=dict(r.payload or {}),
+    )
+
+
+def _parts(items: list[Any], size: int = 500) -> Iterator[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def sqlite_url(path: str) -> str:
+    """SQLAlchemy URL of a SQLite file."""
+    return f"sqlite:///{path}"
