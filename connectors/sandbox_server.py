@@ -62,7 +62,9 @@ def serve(app: WsgiApp, host: str = "127.0.0.1", port: int = 0, tls: bool = Fals
     if tls:
         ssl_ctx, bundle, tmp = _tls_context(host)
     server = make_server(host, port, app, threaded=True, ssl_context=ssl_ctx)
-    thread = threading.Thread(target=server.serve_forever, name="sandbox-http", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="sandbox-http", daemon=True
+    )
     thread.start()
     scheme = "https" if tls else "http"
     url = f"{scheme}://{host}:{server.server_port}"

@@ -347,6 +347,7 @@ def _person_writes(
 def _sync_writes(engine: Engine, ctx: CycleContext, prof: Profile, writes: _Writes, skip_stage: bool) -> None:
     """Field-sync writes, cross-links, and stage outcomes flowing between the CRMs."""
     hs, sf = prof.hubspot, prof.salesforce
+    lc = engine.mapping.lifecycle
     if hs and "hubspot" in engine.connectors:
         values: dict[str, Any] = dict(prof.to_hubspot)
         link = engine.connectors["hubspot"].handoff_fields["link"]
@@ -369,6 +370,8 @@ def _sync_writes(engine: Engine, ctx: CycleContext, prof: Profile, writes: _Writ
         link = engine.connectors["salesforce"].handoff_fields["link"]
         if hs and sf.linked_id != hs.id:
             values[link] = hs.id
+        if not skip_stage and prof.stage and funnel_rank(lc, prof.stage) > funnel_rank(lc, prof.salesforce_stage):
+            values |= _stage_values(engine, "salesforce", sf, prof.salesforce_stage, prof.stage, writes)
         writes.put("salesforce", sf.id, sf.object_type, values)
 
 

@@ -93,7 +93,11 @@ def _parse_ts(value: str | None) -> datetime | None:
 
 
 def _episode_key(person_key: str, episode: int) -> str:
-    return f"{person_key}#{episode}"
+    """The handoff key: lower-case (HubSpot matches IN filters on lower-case text).
+
+    Salesforce 18-character ids are unique regardless of case, so lowering is safe.
+    """
+    return f"{person_key.lower()}#{episode}"
 
 
 class Engine:
