@@ -370,7 +370,11 @@ def _sync_writes(engine: Engine, ctx: CycleContext, prof: Profile, writes: _Writ
         link = engine.connectors["salesforce"].handoff_fields["link"]
         if hs and sf.linked_id != hs.id:
             values[link] = hs.id
-        if not skip_stage and prof.stage and funnel_rank(lc, prof.stage) > funnel_rank(lc, prof.salesforce_stage):
+        if (
+            not skip_stage
+            and prof.stage
+            and funnel_rank(lc, prof.stage) > funnel_rank(lc, prof.salesforce_stage)
+        ):
             values |= _stage_values(engine, "salesforce", sf, prof.salesforce_stage, prof.stage, writes)
         writes.put("salesforce", sf.id, sf.object_type, values)
 
@@ -445,7 +449,8 @@ def _save_state(
             continue  # untouched and still queued: nothing new to save
         q = ctx.qualifications[key]
         snap = {
-            "values": {k: v for k, v in prof.values.items()},
+            "name": prof.name,
+            "values": dict(prof.values),
             "owner_email": engine._owner_email(ctx, prof),
             "hubspot_id": prof.hubspot.id if prof.hubspot else None,
             "salesforce_id": prof.salesforce.id if prof.salesforce else None,

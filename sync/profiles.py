@@ -55,6 +55,8 @@ class Profile:
         return [p.id for p in (self.hubspot, self.salesforce) if p]
 
 
+KEY_PREFIX = {"hubspot": "hs", "salesforce": "sf"}
+
 _NOBODY = Person(crm="hubspot", id="", object_type="contact", email=None, values={}, modified_at=datetime.min)
 
 
@@ -98,7 +100,7 @@ def group_people(people: Iterable[Person], index: IdentityIndex) -> dict[str, Pr
     """Group CRM records into profiles, creating identities for new people."""
     profiles: dict[str, Profile] = {}
     for person in people:
-        key = index.key_for(person) or f"{person.crm[:2]}-{person.id}"
+        key = index.key_for(person) or f"{KEY_PREFIX[person.crm]}-{person.id}"
         prof = profiles.setdefault(key, Profile(key))
         slot = "hubspot" if person.crm == "hubspot" else "salesforce"
         current = getattr(prof, slot)

@@ -106,7 +106,7 @@ def print_status(d: dict[str, Any]) -> None:
         print(_table(rows, ["run", "started", "status", "handed off", "nurture", "errors"]))
     print(f"\nnurture queue: {d['queue']['size']} waiting; pending handoff writes: {d['pending_intents']}")
     for q in d["queue"]["top"]:
-        print(f"  {q['person_key']} score {q['score']}: {q['reason']}")
+        print(f"  {q['name'] or q['person_key']} ({q['person_key']}) score {q['score']}: {q['reason']}")
     if d["record_errors"]:
         print(f"\nrecords that failed in run {d['record_errors'][0]['run_id']}:")
         for e in d["record_errors"]:

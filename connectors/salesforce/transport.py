@@ -36,6 +36,9 @@ class MeteredSession(requests.Session):
         super().__init__()
         self.timeout = timeout
         self.verify = verify
+        # requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE override Session.verify
+        # (psf/requests#3829); an explicit SALESFORCE_CA_BUNDLE must win.
+        self.explicit_verify = verify if isinstance(verify, str) else None
         self.calls: Counter[str] = Counter()
         self.api_used: int | None = None
         self.api_max: int | None = None
@@ -43,6 +46,8 @@ class MeteredSession(requests.Session):
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", (10, self.timeout))
+        if self.explicit_verify:
+            kwargs.setdefault("verify", self.explicit_verify)
         name = endpoint(str(method), str(url))
         with self._lock:
             self.calls[name] += 1

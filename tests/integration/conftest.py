@@ -42,8 +42,11 @@ class Crms:
 
     def salesforce(self) -> Salesforce:
         s = requests.Session()
+        s.trust_env = False  # REQUESTS_CA_BUNDLE in the environment would override verify
         s.verify = self.sf.ca_bundle
-        return Salesforce(instance_url=self.sf.instance_url, session_id=self.sf.token, version="62.0", session=s)
+        return Salesforce(
+            instance_url=self.sf.instance_url, session_id=self.sf.token, version="62.0", session=s
+        )
 
     def sf_tasks(self) -> list[dict[str, Any]]:
         soql = "SELECT Id, OwnerId, WhoId, Subject, Description, Handoff_Key__c, Status FROM Task"
@@ -54,7 +57,7 @@ class Crms:
         props = ["hs_task_subject", "hs_task_body", "hubspot_owner_id", "crm_handoff_key"]
         out, after = [], None
         while True:
-            page = api.get_page(limit=100, after=after, properties=props, associations=["contacts"])
+            page = api.get_page(limit=100, after=after, properties=props)
             out += page.results
             if not (page.paging and page.paging.next):
                 return out
@@ -96,42 +99,80 @@ def mapping_dir(tmp_path: Path, reps: list[dict[str, Any]] | None = None, **edit
     return target
 
 
-def rep(email: str, works_in: str = "salesforce", minutes: int = 120, per_lead: int = 20, **kw: Any) -> dict[str, Any]:
-    return {"name": email.split("@")[0].title(), "email": email, "works_in": works_in,
-            "weekly_followup_minutes": minutes, "minutes_per_lead": per_lead, **kw}
+def rep(
+    email: str, works_in: str = "salesforce", minutes: int = 120, per_lead: int = 20, **kw: Any
+) -> dict[str, Any]:
+    return {
+        "name": email.split("@")[0].title(),
+        "email": email,
+        "works_in": works_in,
+        "weekly_followup_minutes": minutes,
+        "minutes_per_lead": per_lead,
+        **kw,
+    }
 
 
 def add_rep_users(crms: Crms, email: str) -> tuple[str, str]:
     """The rep as a HubSpot owner and an active Salesforce user: (owner id, user id)."""
     owner = crms.hs_store.add_owner(email, email.split("@")[0].title(), "Rep")
-    user = crms.sf_store.insert("User", {"Username": email, "Email": email, "FirstName": "Rep",
-                                         "LastName": email.split("@")[0].title(), "IsActive": True})
+    user = crms.sf_store.insert(
+        "User",
+        {
+            "Username": email,
+            "Email": email,
+            "FirstName": "Rep",
+            "LastName": email.split("@")[0].title(),
+            "IsActive": True,
+        },
+    )
     return owner, user
 
 
-FIT = {"jobtitle": "VP Marketing", "company": "Acme", "industry": "COMPUTER_SOFTWARE",
-       "numemployees": "250", "country": "United States", "lifecyclestage": "marketingqualifiedlead"}
+FIT = {
+    "jobtitle": "VP Marketing",
+    "company": "Acme",
+    "industry": "COMPUTER_SOFTWARE",
+    "numemployees": "250",
+    "country": "United States",
+    "lifecyclestage": "marketingqualifiedlead",
+}
 
 
-def add_ready_contact(crms: Crms, i: int, extra_events: int = 0, now: datetime | None = None, **props: str) -> str:
+def add_ready_contact(
+    crms: Crms, i: int, extra_events: int = 0, now: datetime | None = None, **props: str
+) -> str:
     """A sales-ready HubSpot contact: senior fit (45) + a demo request (20) + extras."""
     now = now or datetime.now(UTC)
-    cid = crms.hs_store.add_contact({"email": f"lead{i}@acme{i}.example", "firstname": f"Lee{i}",
-                                     "lastname": f"Buyer{i}", **FIT, **props})
+    cid = crms.hs_store.add_contact(
+        {"email": f"lead{i}@acme{i}.example", "firstname": f"Lee{i}", "lastname": f"Buyer{i}", **FIT, **props}
+    )
     crms.hs_store.add_event("e_submitted_form", cid, now - timedelta(days=1), {"hs_title": "Request a demo"})
     for k in range(extra_events):  # each pair of downloads adds 15, a webinar 20
         if k == 0:
-            crms.hs_store.add_event("e_attended_webinar", cid, now - timedelta(days=2), {"hs_title": "Webinar"})
+            crms.hs_store.add_event(
+                "e_attended_webinar", cid, now - timedelta(days=2), {"hs_title": "Webinar"}
+            )
         else:
             for _ in range(2):
-                crms.hs_store.add_event("e_downloaded_content", cid, now - timedelta(days=2), {"hs_title": "Pricing guide"})
+                crms.hs_store.add_event(
+                    "e_downloaded_content", cid, now - timedelta(days=2), {"hs_title": "Pricing guide"}
+                )
     return cid
 
 
 def add_lead(crms: Crms, i: int, owner: str | None = None, **fields: Any) -> str:
-    values = {"FirstName": f"Lee{i}", "LastName": f"Buyer{i}", "Email": f"lead{i}@acme{i}.example", "Company": "Acme",
-              "Title": "VP Marketing", "Industry": "Technology", "NumberOfEmployees": 250, "Country": "United States",
-              "Status": "Marketing Qualified", **fields}
+    values = {
+        "FirstName": f"Lee{i}",
+        "LastName": f"Buyer{i}",
+        "Email": f"lead{i}@acme{i}.example",
+        "Company": "Acme",
+        "Title": "VP Marketing",
+        "Industry": "Technology",
+        "NumberOfEmployees": 250,
+        "Country": "United States",
+        "Status": "Marketing Qualified",
+        **fields,
+    }
     if owner:
         values["OwnerId"] = owner
     return crms.sf_store.insert("Lead", values)
@@ -147,7 +188,9 @@ def run_cli(crms: Crms, monkeypatch: pytest.MonkeyPatch, *argv: str) -> tuple[in
     return code, out.getvalue(), err.getvalue()
 
 
-def sync_json(crms: Crms, monkeypatch: pytest.MonkeyPatch, config: Path, *extra: str) -> tuple[int, dict[str, Any]]:
+def sync_json(
+    crms: Crms, monkeypatch: pytest.MonkeyPatch, config: Path, *extra: str
+) -> tuple[int, dict[str, Any]]:
     code, out, err = run_cli(crms, monkeypatch, "sync", "--once", "--json", "--config", str(config), *extra)
     assert out.strip(), err
     return code, json.loads(out)

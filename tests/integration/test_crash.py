@@ -69,11 +69,24 @@ KILL_POINTS = [
 ]
 
 
-@pytest.mark.parametrize(("crm", "method", "path", "nth", "before"), KILL_POINTS,
-                         ids=[f"{c}-{p.rsplit('/', 2)[-2]}/{p.rsplit('/', 1)[-1]}-{'before' if b else 'after'}" for c, _, p, _, b in KILL_POINTS])
+@pytest.mark.parametrize(
+    ("crm", "method", "path", "nth", "before"),
+    KILL_POINTS,
+    ids=[
+        f"{c}-{p.rsplit('/', 2)[-2]}/{p.rsplit('/', 1)[-1]}-{'before' if b else 'after'}"
+        for c, _, p, _, b in KILL_POINTS
+    ],
+)
 def test_kill_mid_batch_then_rerun_exactly_one_task_each(crms, tmp_path, crm, method, path, nth, before):
-    cfg = str(mapping_dir(tmp_path, reps=[rep("dana@northwind.example", "salesforce", 120, 20),
-                                          rep("sam@northwind.example", "hubspot", 100, 20)]))
+    cfg = str(
+        mapping_dir(
+            tmp_path,
+            reps=[
+                rep("dana@northwind.example", "salesforce", 120, 20),
+                rep("sam@northwind.example", "hubspot", 100, 20),
+            ],
+        )
+    )
     add_rep_users(crms, "dana@northwind.example")
     add_rep_users(crms, "sam@northwind.example")
     for i in range(14):

@@ -37,7 +37,10 @@ def test_capacity_six_handed_off_twenty_four_nurtured_then_next_six(crms, monkey
     assert min(handed_scores) >= max(n["score"] for n in waiting)
 
     hs = crms.hubspot()
-    statuses = [c.properties.get("crm_handoff_status") for c in hs.crm.contacts.get_all(properties=["crm_handoff_status"])]
+    statuses = [
+        c.properties.get("crm_handoff_status")
+        for c in hs.crm.contacts.get_all(properties=["crm_handoff_status"])
+    ]
     assert statuses.count("waiting: rep capacity") == 24
     assert statuses.count("handed off") == 6
 
@@ -62,14 +65,18 @@ def test_hubspot_only_contact_routed_to_salesforce_rep_becomes_linked_lead(crms,
     assert code == 0, summary["errors"]
     assert summary["people_created"]["salesforce"] == 1
     sf = crms.salesforce()
-    leads = sf.query("SELECT Id, OwnerId, Email, Title, Company, HubSpot_Contact_Id__c, Status FROM Lead")["records"]
+    leads = sf.query("SELECT Id, OwnerId, Email, Title, Company, HubSpot_Contact_Id__c, Status FROM Lead")[
+        "records"
+    ]
     assert len(leads) == 1
     lead = leads[0]
     assert lead["OwnerId"] == user and lead["HubSpot_Contact_Id__c"] == cid
     assert lead["Title"] == "VP Marketing" and lead["Status"] == "Working - Contacted"
     (task,) = crms.sf_tasks()
     assert task["WhoId"] == lead["Id"] and task["OwnerId"] == user
-    contact = crms.hubspot().crm.contacts.basic_api.get_by_id(cid, properties=["crm_handoff_salesforce_id", "lifecyclestage"])
+    contact = crms.hubspot().crm.contacts.basic_api.get_by_id(
+        cid, properties=["crm_handoff_salesforce_id", "lifecyclestage"]
+    )
     assert contact.properties["crm_handoff_salesforce_id"] == lead["Id"]
     assert contact.properties["lifecyclestage"] == "salesqualifiedlead"
 
@@ -79,22 +86,44 @@ def test_hubspot_only_contact_routed_to_salesforce_rep_becomes_linked_lead(crms,
 
 
 def _title_scenario(crms, monkeypatch, tmp_path, rule):
-    fields = json.loads(json.dumps(__import__("yaml").safe_load((mapping_dir(tmp_path) / "fields.yaml").read_text())["fields"]))
+    fields = json.loads(
+        json.dumps(
+            __import__("yaml").safe_load((mapping_dir(tmp_path) / "fields.yaml").read_text())["fields"]
+        )
+    )
     for f in fields:
         if f["name"] == "title":
             f["rule"] = rule
     cfg = mapping_dir(tmp_path, reps=[rep("lee@northwind.example", "salesforce")], fields={"fields": fields})
     add_rep_users(crms, "lee@northwind.example")
-    cid = crms.hs_store.add_contact({"email": "kim@globex.example", "firstname": "Kim", "lastname": "Ro",
-                                     "jobtitle": "Engineer", "company": "Globex", "lifecyclestage": "lead"})
-    lead = add_lead(crms, 99, Email="kim@globex.example", Title="Engineer", FirstName="Kim", LastName="Ro",
-                    Company="Globex", Status="Open - Not Contacted")
+    cid = crms.hs_store.add_contact(
+        {
+            "email": "kim@globex.example",
+            "firstname": "Kim",
+            "lastname": "Ro",
+            "jobtitle": "Engineer",
+            "company": "Globex",
+            "lifecyclestage": "lead",
+        }
+    )
+    lead = add_lead(
+        crms,
+        99,
+        Email="kim@globex.example",
+        Title="Engineer",
+        FirstName="Kim",
+        LastName="Ro",
+        Company="Globex",
+        Status="Open - Not Contacted",
+    )
     code, _ = sync_json(crms, monkeypatch, cfg)
     assert code == 0
     crms.salesforce().Lead.update(lead, {"Title": "Chief Data Officer"})
     code, _ = sync_json(crms, monkeypatch, cfg)
     assert code == 0
-    return crms.hubspot().crm.contacts.basic_api.get_by_id(cid, properties=["jobtitle"]).properties["jobtitle"]
+    return (
+        crms.hubspot().crm.contacts.basic_api.get_by_id(cid, properties=["jobtitle"]).properties["jobtitle"]
+    )
 
 
 def test_title_changed_in_salesforce_reaches_hubspot_when_two_way(crms, monkeypatch, tmp_path):
@@ -128,7 +157,9 @@ def test_hubspot_rep_gets_hubspot_task_associated_with_contact(crms, monkeypatch
     assert code == 0 and summary["tasks_created"]["hubspot"] == 1
     (task,) = crms.hs_tasks()
     assert task.properties["hubspot_owner_id"] == owner
-    assert [a.id for a in task.associations["contacts"].results] == [cid]
+    linked = crms.hubspot().crm.associations.v4.basic_api.get_page("tasks", task.id, "contacts")
+    assert [str(a.to_object_id) for a in linked.results] == [cid]
+    assert {t.type_id for a in linked.results for t in a.association_types} == {204}
     assert "Request a demo" in task.properties["hs_task_body"]
     code, out, _ = run_cli(crms, monkeypatch, "status")
     assert code == 0 and "ok" in out

@@ -11,7 +11,10 @@ import sys
 def _demo(tmp_path, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "sync.cli", "demo", "--dir", str(tmp_path / "demo"), *extra],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "HANDOFF_LOG_LEVEL": "warning"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HANDOFF_LOG_LEVEL": "warning"},
     )
 
 

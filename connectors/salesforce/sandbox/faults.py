@@ -1,0 +1,95 @@
+"""Faults the Salesforce sandbox can inject; mutable at runtime, thread-safe."""
+
+from __future__ import annotations
+
+import random
+import threading
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+_COUNTERS = ("expire_session_next", "lock_error_next", "server_error_burst", "timeout_next")
+
+
+@dataclass
+class Faults:
+    """What to break next. Counters count down as calls consume them.
+
+    - ``expire_session_next``: next N API calls -> 401 INVALID_SESSION_ID.
+    - ``lock_error_next``: next N write calls -> every record fails with UNABLE_TO_LOCK_ROW
+      (collections: HTTP 200 with per-record errors; single record: HTTP 400); nothing written.
+    - ``server_error_burst``: next N API calls -> 503 SERVER_UNAVAILABLE, nothing done.
+    - ``rate_limit_ratio``: this fraction of API calls -> 429 REQUEST_LIMIT_EXCEEDED
+      (concurrent-request limit; seeded, so runs repeat).
+    - ``reject_field_values``: ``{field: {values}}``; a write setting such a value fails per
+      record with FIELD_CUSTOM_VALIDATION_EXCEPTION (a validation rule).
+    - ``duplicate_rule_emails``: creating a Lead with one of these emails -> DUPLICATES_DETECTED.
+    - ``timeout_next``: next N API calls sleep ``timeout_seconds`` *then are processed*
+      (a client that timed out does not know whether its write happened).
+    """
+
+    expire_session_next: int = 0
+    lock_error_next: int = 0
+    server_error_burst: int = 0
+    rate_limit_ratio: float = 0.0
+    reject_field_values: dict[str, set[str]] = field(default_factory=dict)
+    duplicate_rule_emails: set[str] = field(default_factory=set)
+    timeout_next: int = 0
+    timeout_seconds: float = 5.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._random = random.Random(self.seed)
+
+    def take(self, name: str) -> bool:
+        """Consume one unit of a counter fault; True if it fired."""
+        if name not in _COUNTERS:
+            raise ValueError(f"not a counter fault: {name}")
+        with self._lock:
+            remaining = getattr(self, name)
+            if remaining <= 0:
+                return False
+            setattr(self, name, remaining - 1)
+            return True
+
+    def rate_limited(self) -> bool:
+        with self._lock:
+            return self.rate_limit_ratio > 0 and self._random.random() < self.rate_limit_ratio
+
+    def rejects(self, field_name: str, value: Any) -> bool:
+        with self._lock:
+            for name, values in self.reject_field_values.items():
+                if name.lower() == field_name.lower() and str(value) in values:
+                    return True
+            return False
+
+    def duplicate_email(self, email: Any) -> bool:
+        with self._lock:
+            return isinstance(email, str) and email.lower() in {e.lower() for e in self.duplicate_rule_emails}
+
+    def merge(self, changes: dict[str, Any]) -> None:
+        """Apply a JSON-ish dict (as POSTed to ``/__sandbox/faults``)."""
+        known = {f.name for f in fields(self)}
+        unknown = set(changes) - known
+        if unknown:
+            raise ValueError(f"unknown faults: {sorted(unknown)}")
+        with self._lock:
+            for name, value in changes.items():
+                if name == "reject_field_values":
+                    value = {k: set(v) for k, v in value.items()}
+                elif name == "duplicate_rule_emails":
+                    value = set(value)
+                setattr(self, name, value)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Current settings as JSON-ready data."""
+        with self._lock:
+            return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self) if f.name != "seed"}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, set):
+        return sorted(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
