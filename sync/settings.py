@@ -17,7 +17,18 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sync.errors import ConfigError
 
-SECRETS = ("HUBSPOT_ACCESS_TOKEN", "SALESFORCE_ACCESS_TOKEN")
+SECRETS = (
+    "HUBSPOT_ACCESS_TOKEN",
+    "SALESFORCE_ACCESS_TOKEN",
+    # auth
+    "SALESFORCE_CLIENT_SECRET",
+    "SALESFORCE_PASSWORD",
+    "SALESFORCE_SECURITY_TOKEN",
+    "SALESFORCE_PRIVATE_KEY",
+    "SALESFORCE_REFRESH_TOKEN",
+    "HUBSPOT_CLIENT_SECRET",
+    "HUBSPOT_REFRESH_TOKEN",
+)
 
 
 class Settings(BaseSettings):
@@ -65,11 +76,46 @@ class Settings(BaseSettings):
 
     @property
     def hubspot_enabled(self) -> bool:
-        return bool(self.hubspot_base_url or self.hubspot_access_token)
+        return bool(
+            self.hubspot_base_url
+            or self.hubspot_access_token
+            or self.hubspot_client_id
+            or self.hubspot_client_secret
+            or self.hubspot_refresh_token
+        )
 
     @property
     def salesforce_enabled(self) -> bool:
-        return bool(self.salesforce_instance_url or self.salesforce_access_token)
+        return bool(
+            self.salesforce_instance_url
+            or self.salesforce_access_token
+            or self.salesforce_login_url
+            or self.salesforce_client_id
+            or self.salesforce_client_secret
+            or self.salesforce_username
+            or self.salesforce_password
+            or self.salesforce_security_token
+            or self.salesforce_private_key
+            or self.salesforce_refresh_token
+        )
+
+    # --- auth ---
+    salesforce_login_url: str | None = Field(
+        None,
+        description="OAuth token host (default https://login.salesforce.com; My Domain or test.salesforce.com)",
+    )
+    salesforce_client_id: str | None = Field(None, description="Connected / External Client App consumer key")
+    salesforce_client_secret: SecretStr | None = None
+    salesforce_username: str | None = Field(
+        None, description="JWT bearer subject or legacy password-flow user"
+    )
+    salesforce_password: SecretStr | None = None
+    salesforce_security_token: SecretStr | None = None
+    salesforce_private_key: SecretStr | None = Field(None, description="PEM RSA key for the JWT bearer flow")
+    salesforce_refresh_token: SecretStr | None = None
+    hubspot_client_id: str | None = None
+    hubspot_client_secret: SecretStr | None = None
+    hubspot_refresh_token: SecretStr | None = None
 
 
 def _secret_files(env: dict[str, str]) -> dict[str, str]:
