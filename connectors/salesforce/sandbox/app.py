@@ -1,7 +1,8 @@
 """The Salesforce sandbox's WSGI app: REST routes, auth, API usage metering and faults.
 
 Routes live under ``/services/data/v{version}`` (any version >= 42.0) and speak Salesforce's
-wire formats; ``/services/oauth2/token`` issues tokens; ``/__sandbox/*`` are unauthenticated,
+wire formats; ``/services/oauth2/token`` issues tokens (client credentials, refresh token,
+JWT bearer, username/password; the login URL is the instance URL); ``/__sandbox/*`` are unauthenticated,
 uncounted admin endpoints. Werkzeug does the HTTP; ``sandbox_server.serve`` adds TLS.
 """
 
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import jwt
 import requests
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
@@ -38,6 +40,7 @@ from .store import RecordError, SalesforceStore, make_id
 
 logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
+JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 MAX_COLLECTION = 200
 DEFAULT_BATCH = 2000
 MAX_OPEN_CURSORS = 50
@@ -139,6 +142,10 @@ class SalesforceSandbox:
         client_id: str = "sandbox-client-id",
         client_secret: str = "sandbox-client-secret",
         refresh_token: str = "sandbox-refresh-token",
+        jwt_public_key: str | None = None,
+        username: str = "integration@example.com",
+        password: str = "sandbox-password",
+        security_token: str = "",
     ) -> None:
         self.store = store
         self.token = token
@@ -148,6 +155,10 @@ class SalesforceSandbox:
         self.client_id = client_id
         self.client_secret = client_secret
         self.refresh_token = refresh_token
+        self.jwt_public_key = jwt_public_key
+        self.username = username
+        self.password = password
+        self.security_token = security_token
         self.calls: Counter[str] = Counter()
         self.api_usage = 0
         self.bulk_jobs_created = 0
@@ -683,16 +694,25 @@ class SalesforceSandbox:
             client_id = request.authorization.username
             client_secret = request.authorization.password
         grant = form.get("grant_type")
-        if grant not in ("client_credentials", "refresh_token"):
+        if grant == JWT_GRANT:
+            refused = self._check_assertion(form.get("assertion") or "")
+            if refused is not None:
+                return refused
+        elif grant not in ("client_credentials", "refresh_token", "password"):
             return _json(
                 {"error": "unsupported_grant_type", "error_description": "grant type not supported"}, 400
             )
-        if client_id != self.client_id or (
-            grant == "client_credentials" and client_secret != self.client_secret
+        elif client_id != self.client_id or (
+            grant in ("client_credentials", "password") and client_secret != self.client_secret
         ):
             return _json({"error": "invalid_client", "error_description": "invalid client credentials"}, 400)
-        if grant == "refresh_token" and form.get("refresh_token") != self.refresh_token:
+        elif grant == "refresh_token" and form.get("refresh_token") != self.refresh_token:
             return _json({"error": "invalid_grant", "error_description": "expired access/refresh token"}, 400)
+        elif grant == "password" and (
+            form.get("username") != self.username
+            or form.get("password") != self.password + self.security_token
+        ):
+            return _json({"error": "invalid_grant", "error_description": "authentication failure"}, 400)
         token = "00D5g0000000001!" + secrets.token_urlsafe(24)
         with self._meter:
             self._tokens.add(token)
@@ -704,6 +724,35 @@ class SalesforceSandbox:
             "token_type": "Bearer", "issued_at": issued_at, "scope": "api",
             "signature": base64.b64encode(digest.digest()).decode(),
         })  # fmt: skip
+
+    def _check_assertion(self, assertion: str) -> Response | None:
+        """Verify a JWT bearer assertion (RS256, iss, sub, aud, exp); None when valid."""
+
+        def refuse(error: str, description: str) -> Response:
+            return _json({"error": error, "error_description": description}, 400)
+
+        if self.jwt_public_key is None:
+            return refuse("invalid_client_id", "client identifier invalid")
+        try:
+            claims = jwt.decode(
+                assertion,
+                self.jwt_public_key,
+                algorithms=["RS256"],
+                audience=(self.instance_url or "").rstrip("/"),
+                issuer=self.client_id,
+                options={"require": ["iss", "sub", "aud", "exp"]},
+            )
+        except jwt.ExpiredSignatureError:
+            return refuse("invalid_grant", "expired authorization code")
+        except jwt.InvalidAudienceError:
+            return refuse("invalid_grant", "audience is invalid")
+        except jwt.InvalidIssuerError:
+            return refuse("invalid_client_id", "client identifier invalid")
+        except (jwt.PyJWTError, ValueError):
+            return refuse("invalid_grant", "invalid assertion")
+        if claims.get("sub") != self.username:
+            return refuse("invalid_grant", "user hasn't approved this consumer")
+        return None
 
     # ------------------------------------------------------------------ admin
 
