@@ -4,6 +4,8 @@ Serves the subset of the CRM v3/v4, Events v3 and legacy email-events APIs that 
 connector uses, on top of a :class:`~connectors.hubspot.sandbox.store.HubSpotStore`.
 Point the official SDK at it with ``HubSpot(access_token=token, host=base_url)``.
 Admin endpoints under ``/__sandbox/`` (no auth, not counted) let other processes steer it.
+``POST /oauth/v1/token`` (``grant_type=refresh_token``) issues short-lived OAuth access
+tokens when the sandbox is given a client id, secret and refresh token.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import secrets
 import threading
 import time
 import uuid
@@ -47,6 +50,9 @@ ASSOCIATION_BATCH_LIMIT = 1000
 AUTH_MESSAGE = (
     "Authentication credentials not found. This API supports OAuth 2.0 authentication and you "
     "can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview"
+)
+EXPIRED_MESSAGE = (
+    "The OAuth token used to make this call expired {ago} second(s) ago. Refresh the token and try again."
 )
 _FAULT_BODIES = {
     423: ("LOCKED", "The resource is locked by another request; locks last for 2 seconds."),
@@ -286,9 +292,19 @@ class HubSpotSandbox:
         interval_ms: int = 10_000,
         daily_limit: int = 1_000_000,
         search_per_second: int = 5,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        refresh_token: str | None = None,
+        token_ttl_seconds: float = 1800,
     ) -> None:
         self.store = store
         self.token = token
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.refresh_token = refresh_token
+        self.token_ttl_seconds = token_ttl_seconds
+        #: OAuth access tokens issued by ``/oauth/v1/token`` -> expiry (monotonic seconds).
+        self.issued_tokens: dict[str, float] = {}
         self.faults = faults or Faults()
         self.latency_ms = latency_ms
         self.enforce_rate_limits = enforce_rate_limits
@@ -334,6 +350,8 @@ class HubSpotSandbox:
             return self._admin(request)
         if self.latency_ms:
             time.sleep(self.latency_ms / 1000)
+        if request.path.rstrip("/") == "/oauth/v1/token":
+            return self._oauth_token(request)
         adapter = self.url_map.bind_to_environ(request.environ)
         try:
             rule, args = adapter.match(return_rule=True)
@@ -372,9 +390,16 @@ class HubSpotSandbox:
 
     def _refuse(self, request: Request, number: int, search: bool) -> Response | None:
         """401 for a bad token, else an injected fault, else None."""
-        auth = request.headers.get("Authorization", "")
-        if auth != f"Bearer {self.token}":
+        scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
+        if scheme != "Bearer" or not credential:
             return self._unauthorized()
+        if credential != self.token:
+            with self._lock:
+                expires = self.issued_tokens.get(credential)
+            if expires is None:
+                return self._unauthorized()
+            if time.monotonic() >= expires:
+                return self._expired(time.monotonic() - expires)
         injected = self.faults.decide(number)
         return None if injected is None else self._injected(injected, search)
 
@@ -386,6 +411,49 @@ class HubSpotSandbox:
             "category": "INVALID_AUTHENTICATION",
         }
         return json_response(body, 401)
+
+    def _expired(self, ago: float) -> Response:
+        body = {
+            "status": "error",
+            "message": EXPIRED_MESSAGE.format(ago=int(ago)),
+            "correlationId": _correlation_id(),
+            "category": "EXPIRED_AUTHENTICATION",
+            "context": {"expired": ["true"]},
+        }
+        return json_response(body, 401)
+
+    # ----------------------------------------------------------------- OAuth
+
+    def _oauth_token(self, request: Request) -> Response:
+        """``POST /oauth/v1/token``: the refresh-token grant (form-encoded)."""
+        with self._lock:
+            self.calls[f"{request.method} /oauth/v1/token"] += 1
+        if request.method != "POST":
+            return error_response(HubSpotError(405, "METHOD_NOT_ALLOWED", f"{request.method} not allowed"))
+        form = request.form
+        if form.get("grant_type") != "refresh_token":
+            return _oauth_error("BAD_GRANT_TYPE", "missing or unsupported grant_type")
+        if self.client_id is None or form.get("client_id") != self.client_id:
+            return _oauth_error("BAD_CLIENT_ID", "missing or invalid client_id")
+        if form.get("client_secret") != self.client_secret:
+            return _oauth_error("BAD_CLIENT_SECRET", "missing or invalid client_secret")
+        if self.refresh_token is None or form.get("refresh_token") != self.refresh_token:
+            return _oauth_error("BAD_REFRESH_TOKEN", "missing or invalid refresh token")
+        token = "CN" + secrets.token_urlsafe(32)
+        with self._lock:
+            now = time.monotonic()
+            self.issued_tokens = {t: e for t, e in self.issued_tokens.items() if e > now - 3600}
+            self.issued_tokens[token] = now + self.token_ttl_seconds
+        return json_response({
+            "token_type": "bearer", "refresh_token": self.refresh_token,
+            "access_token": token, "expires_in": int(self.token_ttl_seconds),
+        })  # fmt: skip
+
+    def expire_issued_tokens(self) -> None:
+        """Make every issued OAuth access token expired now (the static token stays valid)."""
+        with self._lock:
+            now = time.monotonic()
+            self.issued_tokens = dict.fromkeys(self.issued_tokens, now)
 
     def _injected(self, fault: Injected, search: bool) -> Response:
         if fault.kind == "unauthorized":
@@ -692,6 +760,13 @@ class HubSpotSandbox:
             limit=_int_param(request, "limit", 100, 1000),
         )
         return json_response({"events": events, "hasMore": offset is not None, "offset": offset or ""})
+
+
+def _oauth_error(status: str, message: str) -> Response:
+    """HubSpot's OAuth error body (400): ``status`` carries the reason code."""
+    body = {"status": status, "message": message, "correlationId": _correlation_id(),
+            "requestId": _correlation_id()}  # fmt: skip
+    return json_response(body, 400)
 
 
 def _time_param(request: Request, name: str) -> int | None:
