@@ -11,7 +11,17 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
-from sync.records import Activity, Crm, Owner, Person, PersonCreate, PersonUpdate, TaskRequest, WriteResult
+from sync.records import (
+    Activity,
+    Crm,
+    Owner,
+    PeoplePage,
+    Person,
+    PersonCreate,
+    PersonUpdate,
+    TaskRequest,
+    WriteResult,
+)
 
 
 class Connector(Protocol):
@@ -28,16 +38,20 @@ class Connector(Protocol):
         """All owners/users, active and inactive."""
         ...
 
-    def pull_people(self, since: datetime | None) -> Iterator[Person]:
-        """People changed at or after ``since`` (None: everyone), each at least once."""
-        ...
+    def pull_people(self, since: datetime | None, resume: Mapping[str, str] | None) -> Iterator[PeoplePage]:
+        """People changed at or after ``since`` (None: everyone), page by page.
 
-    def read_people(self, ids: Sequence[str], object_type: str) -> list[Person]:
-        """Current records for the given ids (missing ids are skipped)."""
+        ``resume`` is a page's token from an interrupted pass: the pull continues
+        after that page. Every person changed in the window appears at least once.
+        """
         ...
 
     def pull_activities(self, since: datetime) -> Iterator[Activity]:
-        """Activities that occurred or changed at or after ``since``."""
+        """Account-wide activities that occurred or changed at or after ``since``."""
+        ...
+
+    def activities_for(self, people: Sequence[Person], since: datetime) -> Iterator[Activity]:
+        """Activities of these (just pulled) people that the account-wide pull cannot see."""
         ...
 
     def find_tasks(self, keys: Sequence[str]) -> dict[str, str]:

@@ -1,11 +1,14 @@
-"""Run one cycle end to end and execute its plan: the only place that writes.
+"""Run one cycle end to end; the execute half is the only place that writes.
 
-Order of writes, chosen so a crash at any point followed by a rerun leaves exactly one
-task per handoff: (1) people missing in the rep's CRM are created, keyed by the other
-CRM's id (idempotent upsert); (2) ledger *intents* are committed; (3) tasks are written
-(Salesforce: external-id upsert; HubSpot: look up intents from earlier runs by key,
-create only the missing); (4) the ledger is confirmed; (5) stage, handoff and synced
-fields are written on the people; (6) queue, identities, stages and watermarks are saved.
+Order of handoff writes, chosen so a crash at any point followed by a rerun leaves
+exactly one task per handoff: (1) people missing in the rep's CRM are created, keyed
+by the other CRM's id (idempotent upsert); (2) ledger *intents* are committed; (3)
+tasks are written (Salesforce: external-id upsert; HubSpot: intents from earlier runs
+are looked up by key, only missing tasks are created); (4) the ledger is confirmed;
+(5) stage and handoff fields are written on the people; (6) the queue is updated.
+
+A CRM whose daily API budget runs out (``QuotaExhausted``) stops the cycle cleanly:
+pull checkpoints and ledger intents are saved, so the next run continues from there.
 """
 
 from __future__ import annotations
@@ -13,22 +16,24 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import structlog
 
 from mappings.lifecycle import funnel_rank, hubspot_stage, may_move
 from sync.engine import (
+    KEEP_PROFILES,
     CycleContext,
     Engine,
     HandoffPlan,
     PlannedHandoff,
     reasons_json,
 )
+from sync.errors import CrmError, QuotaExhausted
 from sync.profiles import Profile
 from sync.records import Person, PersonCreate, PersonUpdate, TaskRequest
-from sync.routing import week_start
+from sync.routing import RoutingPlan, week_start
 from sync.state import LedgerEntry
 
 log = structlog.get_logger("handoff.cycle")
@@ -60,54 +65,136 @@ class _Writes:
 
 def run_cycle(engine: Engine, now: datetime, dry_run: bool = False) -> CycleResult:
     """Run one cycle; with ``dry_run`` build and return the plan without writing."""
-    ctx = engine.gather(now)
-    plan, routing = engine.plan(ctx)
-    engine.refresh_queued(ctx, [a.candidate.person_key for a in routing.assignments])
-    for a in routing.assignments:
-        key = a.candidate.person_key
-        q = ctx.qualifications.get(key)
-        if key in ctx.profiles and q and q.qualified and engine.episode(ctx, key)[1]:
-            plan.handoffs.append(engine.planned_handoff(ctx, key, a.rep, a.why))
-    if dry_run:
-        return CycleResult(_summary(engine, ctx, plan, {}, dry_run=True), plan)
-    return _execute(engine, ctx, plan, [d.candidate.person_key for d in routing.deferrals])
+    ctx = CycleContext(now=now, dry_run=dry_run)
+    plan = HandoffPlan()
+    if not dry_run:
+        ctx.run_id = engine.state.start_run(now)
+    log.info("cycle_started", run_id=ctx.run_id, dry_run=dry_run)
+    try:
+        engine.load_owners(ctx)
+        engine.pull_activities(ctx)
+        engine.pull_people(ctx, lambda people, fresh: _process(engine, ctx, people, fresh))
+        touched = engine.touched_people(ctx)
+        if touched:
+            _process(engine, ctx, touched, fresh=False)
+        plan, routing = engine.plan(ctx)
+        _plan_handoffs(engine, ctx, plan, routing)
+        if not dry_run:
+            _execute(engine, ctx, plan, [d.candidate.person_key for d in routing.deferrals])
+    except QuotaExhausted as exc:
+        ctx.stopped = str(exc)
+        log.warning("cycle_stopped", reason=ctx.stopped)
+    summary = _summary(engine, ctx, plan)
+    status = "stopped" if ctx.stopped else ("partial" if ctx.errors else "ok")
+    if ctx.run_id is not None:
+        engine.state.finish_run(ctx.run_id, status, summary, ctx.now)
+    log.info("cycle_finished", run_id=ctx.run_id, status=status, handed_off=summary["handed_off"])
+    return CycleResult(summary, plan, exit_code=1 if (ctx.errors or ctx.stopped) else 0)
 
 
-# --- execute -------------------------------------------------------------------
+def run_cycle_or_fail(engine: Engine, now: datetime, dry_run: bool = False) -> CycleResult:
+    """``run_cycle``; a CRM failure that ends the cycle is recorded on the run, then raised."""
+    try:
+        return run_cycle(engine, now, dry_run)
+    except CrmError as exc:
+        runs = engine.state.recent_runs(1) if not dry_run else []
+        if runs and runs[0]["status"] == "running":
+            engine.state.finish_run(runs[0]["id"], "failed", {"error": str(exc)}, now)
+        raise
 
 
-def _execute(engine: Engine, ctx: CycleContext, plan: HandoffPlan, deferred: Sequence[str]) -> CycleResult:
+def _error(engine: Engine, ctx: CycleContext, crm: str, record: str, reason: str) -> None:
+    ctx.errors.append({"crm": crm, "record": record, "reason": reason})
+    if not ctx.dry_run:
+        engine.state.record_error(ctx.run_id, crm, record, reason, ctx.now)
+    log.warning("record_failed", crm=crm, record=record, reason=reason)
+
+
+# --- gather: one chunk of people -------------------------------------------------
+
+
+def _process(engine: Engine, ctx: CycleContext, people: list[Person], fresh: bool) -> None:
+    """Merge, score and sync one chunk; queue its sales-ready people; save it."""
     state = engine.state
-    run_id = state.start_run(ctx.now)
-    counts: dict[str, Counter[str]] = {
-        k: Counter() for k in ("tasks_created", "tasks_existing", "created", "updated")
-    }
-    failed: list[dict[str, str]] = []
+    live = [p for p in people if not p.deleted]
+    if fresh and not ctx.dry_run:
+        state.save_people(live)
+        for crm in engine.connectors:
+            gone = [p.id for p in people if p.deleted and p.crm == crm]
+            if gone:
+                state.forget_people(crm, gone)
+    if fresh:
+        window = ctx.now - timedelta(days=engine.window_days)
+        for crm, conn in engine.connectors.items():
+            mine = [p for p in live if p.crm == crm]
+            if mine:
+                engine._keep_activities(ctx, list(conn.activities_for(mine, window)))
+    profiles = engine.profiles_for(ctx, live)
+    ctx.scored += len(profiles)
+    writes = _Writes()
+    drop: list[str] = []
+    for key, prof in profiles.items():
+        _sync_writes(engine, prof, writes)
+        q = ctx.qualifications[key]
+        if q.qualified and engine.episode(ctx, key, prof.stage)[1]:
+            ctx.qualified.add(key)
+            engine.enqueue(ctx, prof, q)
+            if len(ctx.profiles) < KEEP_PROFILES:
+                ctx.profiles[key] = prof
+                continue
+        else:
+            drop.append(key)
+            ctx.qualified.discard(key)
+        engine.forget(ctx, [key])
+    engine.dequeue(ctx, drop)
+    if ctx.dry_run:
+        return
+    _apply_writes(engine, ctx, writes)
+    state.save_identities([p.identity() for p in profiles.values()])
+    state.save_field_values({k: dict(p.values) for k, p in profiles.items() if p.hubspot and p.salesforce})
+    state.record_stages({k: p.stage for k, p in profiles.items() if p.stage}, ctx.now)
 
-    def error(crm: str, record: str, reason: str) -> None:
-        failed.append({"crm": crm, "record": record, "reason": reason})
-        state.record_error(run_id, crm, record, reason, ctx.now)
-        log.warning("record_failed", crm=crm, record=record, reason=reason)
 
-    _create_missing_people(engine, ctx, plan, counts, error)
+def _plan_handoffs(engine: Engine, ctx: CycleContext, plan: HandoffPlan, routing: RoutingPlan) -> None:
+    engine.load_profiles(ctx, [a.candidate.person_key for a in routing.assignments])
+    for a in routing.assignments:
+        handoff = engine.planned_handoff(ctx, a.candidate.person_key, a.rep, a.why)
+        if handoff is not None:
+            plan.handoffs.append(handoff)
+
+
+# --- execute -----------------------------------------------------------------
+
+
+def _execute(engine: Engine, ctx: CycleContext, plan: HandoffPlan, deferred: Sequence[str]) -> None:
+    state = engine.state
+    _create_missing_people(engine, ctx, plan)
     entries = _intents(engine, ctx, plan)
     planned = {(e.key, e.crm) for e in entries}
     recovered = [e for e in state.open_intents() if (e.key, e.crm) not in planned]
-    state.record_intents(entries, run_id)
-    maybe_written = {(e.key, e.crm) for e in recovered}
-    ok_keys = _write_tasks(engine, ctx, [*entries, *recovered], maybe_written, counts, error)
-    writes = _person_writes(engine, ctx, plan, ok_keys, deferred)
-    _apply_writes(engine, writes, counts, error)
-    _save_state(engine, ctx, plan, ok_keys, deferred)
-    summary = _summary(engine, ctx, plan, counts, dry_run=False, errors=failed, run_id=run_id)
-    status = "partial" if failed else "ok"
-    state.finish_run(run_id, status, summary, ctx.now)
-    return CycleResult(summary, plan, exit_code=1 if failed else 0)
+    state.record_intents(entries, ctx.run_id)
+    done = _write_tasks(engine, ctx, [*entries, *recovered], {(e.key, e.crm) for e in recovered})
+    writes = _handoff_writes(engine, ctx, plan, done)
+    queued = {row["person_key"]: row for row in engine.queue_rows(ctx)}
+    reasons = {n.person_key: n.reason for n in plan.nurture}
+    for key in deferred:
+        _nurture_writes(engine, ctx, key, reasons.get(key, STATUS_WAITING), queued.get(key), writes)
+    _apply_writes(engine, ctx, writes)
+    handed = sorted({h.profile.key for h in plan.handoffs if h.key in done})
+    state.dequeue(handed)
+    state.record_stages(dict.fromkeys(handed, "sql"), ctx.now)
+    for key in deferred:
+        reason = reasons.get(key, STATUS_WAITING)
+        state.mark_status_written(key, _waiting_status(reason), reason)
+    window = ctx.now - timedelta(days=engine.window_days)
+    state.prune_activities(window - timedelta(days=1))
 
 
-def _create_missing_people(
-    engine: Engine, ctx: CycleContext, plan: HandoffPlan, counts: dict[str, Counter[str]], error: Any
-) -> None:
+def _waiting_status(reason: str) -> str:
+    return STATUS_WAITING if reason.startswith("rep capacity") else f"waiting: {reason}"
+
+
+def _create_missing_people(engine: Engine, ctx: CycleContext, plan: HandoffPlan) -> None:
     """A person handed to a rep in a CRM where they do not exist yet is created there."""
     todo: dict[str, list[tuple[PlannedHandoff, PersonCreate]]] = {}
     for h in plan.handoffs:
@@ -121,9 +208,15 @@ def _create_missing_people(
         for h, create in items:
             res = results.get(create.external_id)
             if res is None or not res.ok or not res.crm_id:
-                error(crm, f"create for {h.profile.key}", res.error if res else "no result")
+                _error(
+                    engine,
+                    ctx,
+                    crm,
+                    f"create for {h.profile.key}",
+                    (res.error if res else None) or "no result",
+                )
                 continue
-            counts["created"][crm] += 1 if res.created is not False else 0
+            ctx.count("created", crm, 1 if res.created is not False else 0)
             person = Person(
                 crm=crm,  # type: ignore[arg-type]
                 id=res.crm_id,
@@ -134,7 +227,7 @@ def _create_missing_people(
                 linked_id=create.external_id,
             )
             setattr(h.profile, crm, person)
-            ctx.index.add(h.profile.identity())
+            engine.state.save_people([person])
             engine.state.save_identities([h.profile.identity()])
 
 
@@ -159,20 +252,18 @@ def _lead_create(engine: Engine, ctx: CycleContext, prof: Profile, h: PlannedHan
     values.setdefault("LastName", prof.values.get("last_name") or prof.email or "Unknown")
     values.setdefault("Company", prof.values.get("company") or "[not provided]")
     values["OwnerId"] = ctx.owner_ids("salesforce")[h.rep.email]
-    values[conn.handoff_fields["link"]] = prof.hubspot.id if prof.hubspot else None
-    return PersonCreate(
-        external_id=prof.hubspot.id if prof.hubspot else prof.key, object_type="lead", values=values
-    )
+    hs_id = prof.hubspot.id if prof.hubspot else prof.key
+    values[conn.handoff_fields["link"]] = hs_id
+    return PersonCreate(external_id=hs_id, object_type="lead", values=values)
 
 
 def _contact_create(engine: Engine, ctx: CycleContext, prof: Profile, h: PlannedHandoff) -> PersonCreate:
     conn = engine.connectors["hubspot"]
     values = _mapped_values(engine, prof, "hubspot", "contact")
     values["hubspot_owner_id"] = ctx.owner_ids("hubspot")[h.rep.email]
-    values[conn.handoff_fields["link"]] = prof.salesforce.id if prof.salesforce else None
-    return PersonCreate(
-        external_id=prof.salesforce.id if prof.salesforce else prof.key, object_type="contact", values=values
-    )
+    sf_id = prof.salesforce.id if prof.salesforce else prof.key
+    values[conn.handoff_fields["link"]] = sf_id
+    return PersonCreate(external_id=sf_id, object_type="contact", values=values)
 
 
 def _intents(engine: Engine, ctx: CycleContext, plan: HandoffPlan) -> list[LedgerEntry]:
@@ -211,8 +302,6 @@ def _intents(engine: Engine, ctx: CycleContext, plan: HandoffPlan) -> list[Ledge
 
 
 def _task(entry: LedgerEntry) -> TaskRequest:
-    from datetime import date
-
     p = entry.payload or {}
     return TaskRequest(
         key=entry.key,
@@ -227,12 +316,7 @@ def _task(entry: LedgerEntry) -> TaskRequest:
 
 
 def _write_tasks(
-    engine: Engine,
-    ctx: CycleContext,
-    entries: Sequence[LedgerEntry],
-    maybe_written: set[tuple[str, str]],
-    counts: dict[str, Counter[str]],
-    error: Any,
+    engine: Engine, ctx: CycleContext, entries: Sequence[LedgerEntry], maybe_written: set[tuple[str, str]]
 ) -> set[str]:
     """Write every intent's task exactly once; returns the handoff keys now done."""
     done: set[str] = set()
@@ -244,17 +328,17 @@ def _write_tasks(
         existing = conn.find_tasks(check) if check else {}
         for key, task_id in existing.items():
             engine.state.confirm(key, crm, task_id, ctx.now)
-            counts["tasks_existing"][crm] += 1
+            ctx.count("tasks_existing", crm)
             done.add(key)
         todo = [_task(e) for e in mine if e.key not in existing]
         for res in conn.write_tasks(todo) if todo else []:
             if res.ok and res.crm_id:
                 engine.state.confirm(res.key, crm, res.crm_id, ctx.now)
-                counts["tasks_created" if res.created is not False else "tasks_existing"][crm] += 1
+                ctx.count("tasks_created" if res.created is not False else "tasks_existing", crm)
                 done.add(res.key)
             else:
                 engine.state.fail(res.key, crm, res.error or "rejected")
-                error(crm, f"task {res.key}", res.error or "rejected")
+                _error(engine, ctx, crm, f"task {res.key}", res.error or "rejected")
     return done
 
 
@@ -303,13 +387,9 @@ def _handoff_values(
     return values
 
 
-def _person_writes(
-    engine: Engine, ctx: CycleContext, plan: HandoffPlan, done: set[str], deferred: Sequence[str]
-) -> _Writes:
+def _handoff_writes(engine: Engine, ctx: CycleContext, plan: HandoffPlan, done: set[str]) -> _Writes:
+    """Handed off: stage SQL, handoff status/reason/score/rep and the owner, both CRMs."""
     writes = _Writes()
-    handed = {h.profile.key for h in plan.handoffs if h.key in done}
-    for prof in ctx.profiles.values():
-        _sync_writes(engine, ctx, prof, writes, skip_stage=prof.key in handed)
     for h in plan.handoffs:
         if h.key not in done:
             continue
@@ -329,6 +409,9 @@ def _person_writes(
                 h.rep.name,
                 ctx.now,
             )
+            other = h.profile.salesforce if crm == "hubspot" else h.profile.hubspot
+            if other and person.linked_id != other.id:  # e.g. the lead just created for this handoff
+                values[engine.connectors[crm].handoff_fields["link"]] = other.id
             owner = ctx.owner_ids(crm).get(h.rep.email)
             if (
                 engine.mapping.handoff.set_owner
@@ -337,45 +420,27 @@ def _person_writes(
             ):
                 values["hubspot_owner_id" if crm == "hubspot" else "OwnerId"] = owner
             writes.put(crm, person.id, person.object_type, values)
-    queued = {row["person_key"]: row for row in engine.state.queued()}
-    reasons = {n.person_key: n.reason for n in plan.nurture}
-    for key in deferred:
-        _nurture_writes(engine, ctx, key, reasons.get(key, STATUS_WAITING), queued.get(key), writes)
     return writes
 
 
-def _sync_writes(engine: Engine, ctx: CycleContext, prof: Profile, writes: _Writes, skip_stage: bool) -> None:
+def _sync_writes(engine: Engine, prof: Profile, writes: _Writes) -> None:
     """Field-sync writes, cross-links, and stage outcomes flowing between the CRMs."""
     hs, sf = prof.hubspot, prof.salesforce
     lc = engine.mapping.lifecycle
+    ahead = prof.stage is not None and prof.stage in lc.funnel
     if hs and "hubspot" in engine.connectors:
         values: dict[str, Any] = dict(prof.to_hubspot)
-        link = engine.connectors["hubspot"].handoff_fields["link"]
         if sf and hs.linked_id != sf.id:
-            values[link] = sf.id
-        if (
-            not skip_stage
-            and prof.stage
-            and funnel_rank(engine.mapping.lifecycle, prof.stage)
-            > funnel_rank(engine.mapping.lifecycle, prof.hubspot_stage)
-        ):
-            values |= _stage_values(engine, "hubspot", hs, prof.hubspot_stage, prof.stage, writes)
+            values[engine.connectors["hubspot"].handoff_fields["link"]] = sf.id
+        if ahead and funnel_rank(lc, prof.stage) > funnel_rank(lc, prof.hubspot_stage):
+            values |= _stage_values(engine, "hubspot", hs, prof.hubspot_stage, str(prof.stage), writes)
         writes.put("hubspot", hs.id, hs.object_type, values)
     if sf and "salesforce" in engine.connectors and not sf.converted_to:
-        values = {
-            k: v
-            for k, v in prof.to_salesforce.items()
-            if not (sf.object_type == "lead" and k == "Email" and not v)
-        }
-        link = engine.connectors["salesforce"].handoff_fields["link"]
+        values = {k: v for k, v in prof.to_salesforce.items() if not (k == "Email" and not v)}
         if hs and sf.linked_id != hs.id:
-            values[link] = hs.id
-        if (
-            not skip_stage
-            and prof.stage
-            and funnel_rank(lc, prof.stage) > funnel_rank(lc, prof.salesforce_stage)
-        ):
-            values |= _stage_values(engine, "salesforce", sf, prof.salesforce_stage, prof.stage, writes)
+            values[engine.connectors["salesforce"].handoff_fields["link"]] = hs.id
+        if ahead and funnel_rank(lc, prof.stage) > funnel_rank(lc, prof.salesforce_stage):
+            values |= _stage_values(engine, "salesforce", sf, prof.salesforce_stage, str(prof.stage), writes)
         writes.put("salesforce", sf.id, sf.object_type, values)
 
 
@@ -383,130 +448,107 @@ def _nurture_writes(
     engine: Engine, ctx: CycleContext, key: str, reason: str, queued: dict[str, Any] | None, writes: _Writes
 ) -> None:
     """Overflow stays in nurture, visibly: status and reason on the person (once)."""
-    score = (
-        ctx.qualifications[key].score if key in ctx.qualifications else int(queued["score"] if queued else 0)
-    )
-    status = STATUS_WAITING if reason.startswith("rep capacity") else f"waiting: {reason}"
+    score = int(queued["score"]) if queued else 0
+    status = _waiting_status(reason)
     if queued and queued.get("status_written") == status:
         return
+    snap = (queued or {}).get("snapshot") or {}
+    shown = f"{reason} (score {score})"
     prof = ctx.profiles.get(key)
-    if prof is None and queued:
-        snap = queued["snapshot"]
-        if snap.get("hubspot_id") and "hubspot" in engine.connectors:
-            writes.put(
-                "hubspot",
-                snap["hubspot_id"],
-                "contact",
-                _handoff_values(engine, "hubspot", status, reason, score, "", ctx.now),
-            )
-        return
-    if prof is None:
-        return
     for crm in ("hubspot", "salesforce"):
-        person = getattr(prof, crm)
-        if person is None or crm not in engine.connectors or (crm == "salesforce" and person.converted_to):
+        if crm not in engine.connectors:
             continue
-        own = prof.hubspot_stage if crm == "hubspot" else prof.salesforce_stage
-        values = _stage_values(engine, crm, person, own, "mql", writes) if own == "lead" else {}
-        values |= _handoff_values(engine, crm, status, f"{reason} (score {score})", score, "", ctx.now)
-        writes.put(crm, person.id, person.object_type, values)
+        person = getattr(prof, crm) if prof else None
+        if person is not None and crm == "salesforce" and person.converted_to:
+            continue
+        values = _handoff_values(engine, crm, status, shown, score, "", ctx.now)
+        if person is not None:
+            own = prof.hubspot_stage if crm == "hubspot" else prof.salesforce_stage  # type: ignore[union-attr]
+            values |= _stage_values(engine, crm, person, own, "mql", writes) if own == "lead" else {}
+            writes.put(crm, person.id, person.object_type, values)
+        elif snap.get(f"{crm}_id"):
+            writes.put(
+                crm,
+                snap[f"{crm}_id"],
+                snap.get(f"{crm}_type") or ("contact" if crm == "hubspot" else "lead"),
+                values,
+            )
 
 
-def _apply_writes(engine: Engine, writes: _Writes, counts: dict[str, Counter[str]], error: Any) -> None:
+def _apply_writes(engine: Engine, ctx: CycleContext, writes: _Writes) -> None:
     for crm, conn in engine.connectors.items():
         clear = [
             PersonUpdate(pid, ot, {"lifecyclestage": ""}) for (c, pid, ot) in writes.clear_first if c == crm
         ]
-        if clear:
-            for res in conn.update_people(clear):
-                if not res.ok:
-                    error(crm, f"person {res.key}", res.error or "rejected")
+        for res in conn.update_people(clear) if clear else []:
+            if not res.ok:
+                _error(engine, ctx, crm, f"person {res.key}", res.error or "rejected")
         updates = [PersonUpdate(pid, ot, vals) for (c, pid, ot), vals in writes.values.items() if c == crm]
         for res in conn.update_people(updates) if updates else []:
             if res.ok:
-                counts["updated"][crm] += 1
+                ctx.count("updated", crm)
             else:
-                error(crm, f"person {res.key}", res.error or "rejected")
+                _error(engine, ctx, crm, f"person {res.key}", res.error or "rejected")
 
 
-# --- state -------------------------------------------------------------------
+# --- summary ------------------------------------------------------------------
+
+WRITE_MARKERS = ("batch/create", "batch/update", "batch/upsert", "composite/sobjects")
 
 
-def _save_state(
-    engine: Engine, ctx: CycleContext, plan: HandoffPlan, done: set[str], deferred: Sequence[str]
-) -> None:
-    state = engine.state
-    if ctx.fresh_activities:
-        ctx.new_activities = state.save_activities(ctx.fresh_activities)
-    window = ctx.now - timedelta(days=engine.mapping.sales_ready.longest_window_days)
-    state.prune_activities(window - timedelta(days=1))
-    handed = {h.profile.key for h in plan.handoffs if h.key in done}
-    state.dequeue(sorted(handed | {k for k, q in ctx.qualifications.items() if not q.qualified}))
-    reasons = {n.person_key: n.reason for n in plan.nurture}
-    for key in deferred:
-        prof = ctx.profiles.get(key)
-        if prof is None:
-            continue  # untouched and still queued: nothing new to save
-        q = ctx.qualifications[key]
-        snap = {
-            "name": prof.name,
-            "values": dict(prof.values),
-            "owner_email": engine._owner_email(ctx, prof),
-            "hubspot_id": prof.hubspot.id if prof.hubspot else None,
-            "salesforce_id": prof.salesforce.id if prof.salesforce else None,
-        }
-        state.enqueue(key, q.score, snap, reasons.get(key, "rep capacity"), ctx.now)
-    for key in deferred:
-        reason = reasons.get(key, "rep capacity")
-        state.mark_status_written(
-            key, STATUS_WAITING if reason.startswith("rep capacity") else f"waiting: {reason}"
-        )
-    state.save_identities([p.identity() for p in ctx.profiles.values()])
-    state.save_field_values(
-        {k: dict(p.values) for k, p in ctx.profiles.items() if p.hubspot and p.salesforce}
+def _call_split(calls: Counter[str]) -> dict[str, int]:
+    """API calls split into pulls (reads) and writes by endpoint."""
+    writes = sum(
+        n for name, n in calls.items() if any(m in name for m in WRITE_MARKERS) and not name.startswith("GET")
     )
-    stages: dict[str, str] = {k: p.stage for k, p in ctx.profiles.items() if p.stage}
-    stages |= {k: "sql" for k in handed}
-    state.record_stages(stages, ctx.now)
-    for (crm, stream), value in ctx.watermarks.items():
-        state.set_watermark(crm, stream, value)
+    return {"pull": sum(calls.values()) - writes, "write": writes}
 
 
-def _summary(
-    engine: Engine,
-    ctx: CycleContext,
-    plan: HandoffPlan,
-    counts: dict[str, Counter[str]],
-    dry_run: bool,
-    errors: list[dict[str, str]] | None = None,
-    run_id: int | None = None,
-) -> dict[str, Any]:
+def _per_1000(calls: int, records: int) -> float | None:
+    return round(calls * 1000 / records, 1) if records else None
+
+
+def _summary(engine: Engine, ctx: CycleContext, plan: HandoffPlan) -> dict[str, Any]:
     per_rep = Counter(h.rep.email for h in plan.handoffs)
+    counts = {
+        k: {crm: ctx.counts.get(k, Counter()).get(crm, 0) for crm in engine.connectors}
+        for k in ("tasks_created", "tasks_existing", "created", "updated")
+    }
+    split = {crm: _call_split(conn.calls) for crm, conn in engine.connectors.items()}
+    written = {
+        crm: counts["tasks_created"][crm] + counts["updated"][crm] + counts["created"][crm]
+        for crm in engine.connectors
+    }
     return {
-        "run_id": run_id,
-        "dry_run": dry_run,
+        "run_id": ctx.run_id,
+        "dry_run": ctx.dry_run,
         "at": ctx.now.isoformat(),
+        "stopped": ctx.stopped,
         "people_pulled": {crm: ctx.pulled.get(crm, 0) for crm in engine.connectors},
-        "activities_pulled": len(ctx.fresh_activities),
+        "activities_pulled": ctx.pulled_activities,
         "activities_new": ctx.new_activities,
-        "profiles_scored": len(ctx.qualifications),
-        "qualified": sum(1 for q in ctx.qualifications.values() if q.qualified),
+        "profiles_scored": ctx.scored,
+        "qualified": len(ctx.qualified),
         "handed_off": len(plan.handoffs),
         "handed_off_per_rep": dict(per_rep),
         "capacity_per_rep": plan.capacity,
         "unavailable_reps": plan.unavailable_reps,
         "kept_in_nurture": len(plan.nurture),
         "nurture_reasons": dict(Counter(n.reason for n in plan.nurture)),
-        "tasks_created": {
-            crm: counts.get("tasks_created", Counter()).get(crm, 0) for crm in engine.connectors
-        },
-        "tasks_already_existed": {
-            crm: counts.get("tasks_existing", Counter()).get(crm, 0) for crm in engine.connectors
-        },
-        "people_created": {crm: counts.get("created", Counter()).get(crm, 0) for crm in engine.connectors},
-        "people_updated": {crm: counts.get("updated", Counter()).get(crm, 0) for crm in engine.connectors},
+        "tasks_created": counts["tasks_created"],
+        "tasks_already_existed": counts["tasks_existing"],
+        "people_created": counts["created"],
+        "people_updated": counts["updated"],
         "api_calls": {crm: sum(conn.calls.values()) for crm, conn in engine.connectors.items()},
-        "errors": errors or [],
+        "api_calls_split": split,
+        "api_calls_per_1000": {
+            crm: {
+                "people_pulled": _per_1000(split[crm]["pull"], ctx.pulled.get(crm, 0)),
+                "records_written": _per_1000(split[crm]["write"], written[crm]),
+            }
+            for crm in engine.connectors
+        },
+        "errors": ctx.errors,
         "plan": [
             {
                 "person": h.profile.name,
@@ -521,6 +563,6 @@ def _summary(
         ],
         "nurture": [
             {"person": n.name, "person_key": n.person_key, "score": n.score, "reason": n.reason}
-            for n in plan.nurture
+            for n in plan.nurture[:200]
         ],
     }

@@ -1,15 +1,19 @@
-"""One handoff cycle: pull -> merge -> stage -> qualify -> plan -> execute -> record.
+"""Gathering and planning: pull -> merge -> stage -> qualify -> queue -> plan.
 
-The engine orchestrates; the decisions are made by pure functions (``profiles``,
-``qualify``, ``routing``, ``brief``) and all writes happen in ``execute``. With
-``dry_run`` the cycle stops after the plan and writes nothing anywhere.
+People are pulled page by page and processed in chunks, so memory stays flat as the
+CRM grows: each chunk is merged with what the state store's mirror holds of the other
+CRM (no extra API calls), scored, its field sync written, and every sales-ready person
+put on the queue; then the pull checkpoint is saved, so an interrupted pass resumes
+after its last chunk. The plan routes the whole queue. With ``dry_run`` nothing is
+written anywhere: writes are skipped and the queue lives in memory.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,13 +24,16 @@ from mappings.models import MappingSet, Rep
 from sync.brief import Brief, build_brief
 from sync.profiles import IdentityIndex, Profile, group_people, resolve
 from sync.qualify import Qualification, Reason, qualify
-from sync.records import Activity, Owner, Person
+from sync.records import Activity, Owner, PeoplePage, Person
 from sync.routing import Candidate, RoutingPlan, plan_routing, week_start
 from sync.state import LedgerEntry, StateStore
 
 log = structlog.get_logger("handoff.engine")
 
 DEFAULT_LOOKBACK = timedelta(minutes=5)
+CHUNK = 1000  # people processed (and checkpointed) together
+KEEP_PROFILES = 5000  # candidate profiles kept in memory; others are reloaded from the mirror
+OWNERS_TTL = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -66,19 +73,28 @@ class CycleContext:
     """What one cycle gathered, shared by the plan and the execute steps."""
 
     now: datetime
-    mapping: MappingSet
-    connectors: Mapping[str, Connector]
+    dry_run: bool
+    run_id: int | None = None
     owners: dict[str, list[Owner]] = field(default_factory=dict)
     profiles: dict[str, Profile] = field(default_factory=dict)
     activities: dict[str, list[Activity]] = field(default_factory=dict)
     qualifications: dict[str, Qualification] = field(default_factory=dict)
     ledger: dict[str, list[LedgerEntry]] = field(default_factory=dict)
     pulled: Counter[str] = field(default_factory=Counter)
-    watermarks: dict[tuple[str, str], str] = field(default_factory=dict)
-    index: IdentityIndex = field(default_factory=lambda: IdentityIndex(()))
+    counts: dict[str, Counter[str]] = field(default_factory=dict)
+    scored: int = 0  # profile evaluations (a person in both CRMs may be scored twice)
+    qualified: set[str] = field(default_factory=set)  # sales-ready people seen this cycle
     new_activities: int = 0
-    fresh_activities: list[Activity] = field(default_factory=list)
+    pulled_activities: int = 0
+    fresh_activities: list[Activity] = field(default_factory=list)  # dry-run: not in the state
+    touched: dict[str, set[str]] = field(default_factory=dict)
+    seen: dict[str, set[str]] = field(default_factory=dict)
+    queue_overlay: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     errors: list[dict[str, str]] = field(default_factory=list)
+    stopped: str | None = None
+
+    def count(self, what: str, crm: str, n: int = 1) -> None:
+        self.counts.setdefault(what, Counter())[crm] += n
 
     def owner_ids(self, crm: str) -> dict[str, str]:
         """Active owner/user id by lower-case email."""
@@ -100,8 +116,18 @@ def _episode_key(person_key: str, episode: int) -> str:
     return f"{person_key.lower()}#{episode}"
 
 
+def _chunks(pages: Iterator[PeoplePage], size: int) -> Iterator[tuple[list[Person], PeoplePage]]:
+    """Group pages into chunks of about ``size`` people; each with the page that ends it."""
+    people: list[Person] = []
+    for page in pages:
+        people += page.people
+        if len(people) >= size or page.resume is None:
+            yield people, page
+            people = []
+
+
 class Engine:
-    """Runs handoff cycles against a set of connectors and a state store."""
+    """Gathers, scores and plans handoff cycles against connectors and a state store."""
 
     def __init__(
         self,
@@ -115,146 +141,238 @@ class Engine:
         self.connectors = connectors
         self.lookback = lookback
 
-    # --- gather ---------------------------------------------------------------
-    def gather(self, now: datetime) -> CycleContext:
-        """Pull owners, changed people and activities; build and score profiles."""
-        ctx = CycleContext(now=now, mapping=self.mapping, connectors=self.connectors)
+    @property
+    def window_days(self) -> int:
+        return self.mapping.sales_ready.longest_window_days
+
+    # --- owners -----------------------------------------------------------------
+    def load_owners(self, ctx: CycleContext) -> None:
+        """Owners/users, pulled at most once an hour (cached in the state).
+
+        The cache is refreshed early when an active rep has no owner/user in it.
+        """
         for crm, conn in self.connectors.items():
+            cached = json.loads(self.state.watermark(crm, "owners") or "{}")
+            at = _parse_ts(cached.get("at"))
+            owners = [
+                Owner(conn.name, o["id"], o["email"], o["name"], o["active"])
+                for o in cached.get("owners", [])
+            ]
+            emails = {o.email for o in owners if o.active}
+            reps = [r.email for r in self.mapping.reps.reps if r.active and crm in self.task_crms(r)]
+            if at and datetime.now(UTC) - at < OWNERS_TTL and all(r in emails for r in reps):
+                ctx.owners[crm] = owners
+                continue
             ctx.owners[crm] = conn.pull_owners()
-        people = self._pull_people(ctx)
-        touched = self._pull_activities(ctx)
-        known = self.state.identities_for(
-            [p.id for p in people if p.crm == "hubspot"],
-            [p.id for p in people if p.crm == "salesforce"],
-            [p.email for p in people if p.email] + touched["email"],
-        )
-        known += self.state.identities_for(touched["hubspot"], touched["salesforce"], [])
-        ctx.index = IdentityIndex(known)
-        people += self._read_missing(ctx, people, touched)
-        ctx.profiles = group_people(people, ctx.index)
-        self._score(ctx)
-        return ctx
+            if not ctx.dry_run:
+                blob = {"at": datetime.now(UTC).isoformat(), "owners": [asdict(o) for o in ctx.owners[crm]]}
+                self.state.set_watermark(crm, "owners", json.dumps(blob))
 
-    def _pull_people(self, ctx: CycleContext) -> list[Person]:
-        latest: dict[tuple[str, str], Person] = {}
-        for crm, conn in self.connectors.items():
-            mark = _parse_ts(self.state.watermark(crm, "people"))
-            since = mark - self.lookback if mark else None
-            newest = mark
-            for person in conn.pull_people(since):
-                ctx.pulled[crm] += 1
-                latest[(crm, person.id)] = person
-                newest = max(newest or person.modified_at, person.modified_at)
-            if newest:  # never past the start of this cycle: changes made meanwhile come next
-                ctx.watermarks[(crm, "people")] = min(newest, ctx.now).isoformat()
-        return [p for p in latest.values() if not p.deleted]
-
-    def _pull_activities(self, ctx: CycleContext) -> dict[str, list[str]]:
-        window = ctx.now - timedelta(days=self.mapping.sales_ready.longest_window_days)
-        touched: dict[str, list[str]] = {"hubspot": [], "salesforce": [], "email": []}
+    # --- activities -------------------------------------------------------------
+    def pull_activities(self, ctx: CycleContext) -> None:
+        window = ctx.now - timedelta(days=self.window_days)
         for crm, conn in self.connectors.items():
             mark = _parse_ts(self.state.watermark(crm, "activities"))
             since = max(mark - self.lookback, window) if mark else window
+            started = datetime.now(UTC)
             batch = list(conn.pull_activities(since))
+            self._keep_activities(ctx, batch)
+            if not ctx.dry_run:
+                self.state.set_watermark(crm, "activities", started.isoformat())
+
+    def _keep_activities(self, ctx: CycleContext, batch: Sequence[Activity]) -> None:
+        ctx.pulled_activities += len(batch)
+        for act in batch:
+            ref = act.person_id or (act.email or "").lower()
+            if ref:
+                ctx.touched.setdefault(act.crm if act.person_id else "email", set()).add(ref)
+        if ctx.dry_run:
             ctx.fresh_activities += batch
-            for act in batch:
-                if act.person_id:
-                    touched[crm].append(act.person_id)
-                elif act.email:
-                    touched["email"].append(act.email.lower())
-            ctx.watermarks[(crm, "activities")] = ctx.now.isoformat()
-        return touched
+        elif batch:
+            ctx.new_activities += self.state.save_activities(batch)
 
-    def _read_missing(
-        self, ctx: CycleContext, people: Sequence[Person], touched: dict[str, list[str]]
-    ) -> list[Person]:
-        """Read records we need but did not pull: active people and counterparts."""
-        have: set[Any] = {(p.crm, p.id) for p in people}
-        want: dict[tuple[str, str], set[str]] = {}
-        for crm in ("hubspot", "salesforce"):
-            for pid in touched[crm]:
-                if (crm, pid) not in have:
-                    sf_type = self._sf_type(ctx, pid) if crm == "salesforce" else "contact"
-                    want.setdefault((crm, sf_type), set()).add(pid)
-        for email in touched["email"]:
-            self._want_identity(ctx, ctx.index.by_email.get(email), have, want)
-        for p in people:
-            self._want_identity(ctx, ctx.index.key_for(p), have, want)
-            linked = p.linked_id
-            if (
-                linked
-                and p.crm == "hubspot"
-                and ("salesforce", linked) not in have
-                and linked not in ctx.index.by_sf
-            ):
-                want.setdefault(("salesforce", "lead"), set()).add(linked)
-            if p.converted_to and ("salesforce", p.converted_to) not in have:
-                want.setdefault(("salesforce", "contact"), set()).add(p.converted_to)
+    # --- people -----------------------------------------------------------------
+    def pull_people(self, ctx: CycleContext, on_chunk: Any) -> None:
+        """Pull every CRM's changed people in checkpointed chunks; ``on_chunk`` processes one."""
+        for crm, conn in self.connectors.items():
+            checkpoint = json.loads(self.state.watermark(crm, "people") or "{}")
+            if "resume" in checkpoint:  # an interrupted pass: continue after its last chunk
+                since, resume = _parse_ts(checkpoint.get("since")), checkpoint["resume"]
+                started = checkpoint["started"]
+            else:
+                mark = _parse_ts(checkpoint.get("watermark"))
+                since, resume = (mark - self.lookback if mark else None), None
+                started = datetime.now(UTC).isoformat()
+            if since is not None:
+                ctx.seen.setdefault(crm, set())
+            for people, last in _chunks(conn.pull_people(since, resume), CHUNK):
+                ctx.pulled[crm] += len(people)
+                if crm in ctx.seen:
+                    ctx.seen[crm] |= {p.id for p in people}
+                on_chunk(people, fresh=True)
+                if ctx.dry_run:
+                    continue
+                if last.resume is not None:
+                    mid = {
+                        "since": since.isoformat() if since else None,
+                        "resume": last.resume,
+                        "started": started,
+                    }
+                    self.state.set_watermark(crm, "people", json.dumps(mid))
+                else:  # the pass is complete: the next one starts here (minus the lookback)
+                    done = last.watermark.isoformat() if last.watermark else started
+                    self.state.set_watermark(crm, "people", json.dumps({"watermark": done}))
+
+    def touched_people(self, ctx: CycleContext) -> list[Person]:
+        """People with new activity who were not pulled this cycle, from the mirror."""
         out: list[Person] = []
-        for (crm, object_type), ids in want.items():
-            if crm in self.connectors and ids:
-                out += self.connectors[crm].read_people(sorted(ids), object_type)
-        return [p for p in out if not p.deleted]
+        for crm in self.connectors:
+            if crm not in ctx.seen:
+                continue  # a full pass saw everyone
+            ids = sorted(ctx.touched.get(crm, set()) - ctx.seen[crm])
+            out += self.state.people_by_ids(crm, ids)
+        emails = sorted(ctx.touched.get("email", set()))
+        if emails and all(crm in ctx.seen for crm in self.connectors):
+            for ident in self.state.identities_for([], [], emails):
+                for crm, pid in (("hubspot", ident.hubspot_id), ("salesforce", ident.salesforce_id)):
+                    if pid and crm in ctx.seen and pid not in ctx.seen[crm]:
+                        out += self.state.people_by_ids(crm, [pid])
+        return out
 
-    def _sf_type(self, ctx: CycleContext, sf_id: str) -> str:
-        key = ctx.index.by_sf.get(sf_id)
-        ident = ctx.index.by_key.get(key) if key else None
-        if ident and ident.salesforce_type:
-            return ident.salesforce_type
-        return "contact" if sf_id.startswith("003") else "lead"
+    def profiles_for(self, ctx: CycleContext, people: Sequence[Person]) -> dict[str, Profile]:
+        """Merge people with their counterparts from the mirror, then stage and score them."""
+        index = IdentityIndex(
+            self.state.identities_for(
+                [p.id for p in people if p.crm == "hubspot"]
+                + [p.linked_id for p in people if p.crm == "salesforce" and p.linked_id],
+                [p.id for p in people if p.crm == "salesforce"]
+                + [p.linked_id for p in people if p.crm == "hubspot" and p.linked_id],
+                [p.email for p in people if p.email],
+            )
+        )
+        mine = {(p.crm, p.id) for p in people}
+        extra = self._counterparts(people, index, mine)
+        grouped = group_people([*people, *extra], index)
+        profiles = {
+            k: p
+            for k, p in grouped.items()
+            if any((q.crm, q.id) in mine for q in (p.hubspot, p.salesforce) if q)
+        }
+        self._score(ctx, profiles)
+        return profiles
 
-    def _want_identity(
-        self,
-        ctx: CycleContext,
-        key: str | None,
-        have: set[Any],
-        want: dict[tuple[str, str], set[str]],
-    ) -> None:
-        ident = ctx.index.by_key.get(key) if key else None
-        if ident is None:
-            return
-        if ident.hubspot_id and ("hubspot", ident.hubspot_id) not in have:
-            want.setdefault(("hubspot", "contact"), set()).add(ident.hubspot_id)
-        if ident.salesforce_id and ("salesforce", ident.salesforce_id) not in have:
-            want.setdefault(("salesforce", ident.salesforce_type or "lead"), set()).add(ident.salesforce_id)
+    def _counterparts(self, people: Sequence[Person], index: IdentityIndex, mine: set[Any]) -> list[Person]:
+        want: dict[str, set[str]] = {"hubspot": set(), "salesforce": set()}
+        for p in people:
+            key = index.key_for(p)
+            ident = index.by_key.get(key) if key else None
+            if ident and ident.hubspot_id:
+                want["hubspot"].add(ident.hubspot_id)
+            if ident and ident.salesforce_id:
+                want["salesforce"].add(ident.salesforce_id)
+            if p.linked_id:
+                want["salesforce" if p.crm == "hubspot" else "hubspot"].add(p.linked_id)
+            if p.converted_to:
+                want["salesforce"].add(p.converted_to)
+        out: list[Person] = []
+        for crm, ids in want.items():
+            ids = {i for i in ids if (crm, i) not in mine}
+            if ids:
+                out += self.state.people_by_ids(crm, sorted(ids))
+        return out
 
-    def _score(self, ctx: CycleContext) -> None:
-        keys = list(ctx.profiles)
-        last = self.state.field_values(keys)
-        window = ctx.now - timedelta(days=self.mapping.sales_ready.longest_window_days)
-        for key, prof in ctx.profiles.items():
+    def _score(self, ctx: CycleContext, profiles: Mapping[str, Profile]) -> None:
+        last = self.state.field_values(list(profiles))
+        window = ctx.now - timedelta(days=self.window_days)
+        for key, prof in profiles.items():
             resolve(prof, self.mapping, last.get(key, {}))
-        ids = [i for p in ctx.profiles.values() for i in p.crm_ids()]
-        emails = [p.email for p in ctx.profiles.values() if p.email]
-        acts = self.state.activities_for(ids, emails, window) if ctx.profiles else []
+        ids = [i for p in profiles.values() for i in p.crm_ids()]
+        emails = [p.email for p in profiles.values() if p.email]
+        acts = self.state.activities_for(ids, emails, window) if profiles else []
         acts += [a for a in ctx.fresh_activities if a.occurred_at >= window]
         by_ref: dict[str, list[Activity]] = {}
         for act in acts:
             for ref in (act.person_id, act.email):
                 if ref:
                     by_ref.setdefault(ref, []).append(act)
-        for key, prof in ctx.profiles.items():
-            mine = {
-                (a.crm, a.id): a for ref in [*prof.crm_ids(), prof.email or ""] for a in by_ref.get(ref, [])
-            }
-            ctx.activities[key] = list(mine.values())
+        for key, prof in profiles.items():
+            refs = [*prof.crm_ids(), prof.email or ""]
+            ctx.activities[key] = list(
+                {(a.crm, a.id): a for ref in refs for a in by_ref.get(ref, [])}.values()
+            )
             ctx.qualifications[key] = qualify(
                 self.mapping.sales_ready, prof.values, prof.stage, ctx.activities[key], ctx.now
             )
-        for entry in self.state.ledger_for_people(keys):
+        for entry in self.state.ledger_for_people(list(profiles)):
             ctx.ledger.setdefault(entry.person_key, []).append(entry)
 
-    # --- plan -----------------------------------------------------------------
-    def episode(self, ctx: CycleContext, key: str) -> tuple[int, bool]:
+    def forget(self, ctx: CycleContext, keys: Sequence[str]) -> None:
+        """Drop per-person data of profiles that are not candidates (keeps memory flat)."""
+        for key in keys:
+            ctx.profiles.pop(key, None)
+            ctx.activities.pop(key, None)
+            ctx.qualifications.pop(key, None)
+            ctx.ledger.pop(key, None)
+
+    # --- the queue of sales-ready people ---------------------------------------
+    def episode(self, ctx: CycleContext, key: str, stage: str | None) -> tuple[int, bool]:
         """(episode for a new handoff, whether the person may be handed off now)."""
         entries = [e for e in ctx.ledger.get(key, []) if e.status != "failed"]
         if not entries:
             return 1, True
         latest = max(e.episode for e in entries)
-        recycled = ctx.profiles[key].stage in self.mapping.lifecycle.side_stages
+        recycled = stage in self.mapping.lifecycle.side_stages
         done = all(e.status == "done" for e in entries if e.episode == latest)
         return (latest + 1, True) if (done and recycled) else (latest, False)
 
+    def snapshot(self, ctx: CycleContext, prof: Profile) -> dict[str, Any]:
+        return {
+            "name": prof.name,
+            "values": dict(prof.values),
+            "owner_email": self.owner_email(ctx, prof),
+            "hubspot_id": prof.hubspot.id if prof.hubspot else None,
+            "salesforce_id": prof.salesforce.id if prof.salesforce else None,
+            "salesforce_type": prof.salesforce.object_type if prof.salesforce else None,
+        }
+
+    def queue_rows(self, ctx: CycleContext) -> list[dict[str, Any]]:
+        rows = {r["person_key"]: r for r in self.state.queued()}
+        for key, row in ctx.queue_overlay.items():
+            if row is None:
+                rows.pop(key, None)
+            else:
+                rows[key] = row
+        return sorted(rows.values(), key=lambda r: (-int(r["score"]), str(r["queued_at"]), r["person_key"]))
+
+    def enqueue(self, ctx: CycleContext, prof: Profile, q: Qualification) -> None:
+        snap = self.snapshot(ctx, prof)
+        if ctx.dry_run:
+            ctx.queue_overlay[prof.key] = {
+                "person_key": prof.key,
+                "score": q.score,
+                "snapshot": snap,
+                "reason": "sales-ready",
+                "queued_at": ctx.now,
+                "status_written": None,
+            }
+        else:
+            self.state.enqueue(prof.key, q.score, snap, "sales-ready", ctx.now)
+
+    def dequeue(self, ctx: CycleContext, keys: Sequence[str]) -> None:
+        if ctx.dry_run:
+            ctx.queue_overlay.update(dict.fromkeys(keys))
+        elif keys:
+            self.state.dequeue(keys)
+
+    def owner_email(self, ctx: CycleContext, prof: Profile) -> str | None:
+        for person in (prof.salesforce, prof.hubspot):
+            if person and person.owner_id:
+                email = ctx.owner_emails(person.crm).get(person.owner_id)
+                if email:
+                    return email
+        return None
+
+    # --- plan -------------------------------------------------------------------
     def available_reps(self, ctx: CycleContext) -> tuple[list[Rep], dict[str, str]]:
         """Reps who can receive tasks now, and why the others cannot."""
         ok: list[Rep] = []
@@ -277,37 +395,23 @@ class Engine:
         )
         return tuple(c for c in crms if c in self.connectors)
 
-    def candidates(self, ctx: CycleContext) -> list[Candidate]:
-        """Sales-ready people of this cycle plus those still waiting from earlier ones."""
-        out: dict[str, Candidate] = {}
-        for key, q in ctx.qualifications.items():
-            if q.qualified and self.episode(ctx, key)[1]:
-                prof = ctx.profiles[key]
-                out[key] = Candidate(key, q.score, dict(prof.values), self._owner_email(ctx, prof), ctx.now)
-        for row in self.state.queued():
-            key = row["person_key"]
-            if key in ctx.profiles:
-                continue  # re-scored above from fresh data
-            snap = row["snapshot"]
-            out[key] = Candidate(
-                key, int(row["score"]), snap.get("values", {}), snap.get("owner_email"), row["queued_at"]
-            )
-        return list(out.values())
-
-    def _owner_email(self, ctx: CycleContext, prof: Profile) -> str | None:
-        for person in (prof.salesforce, prof.hubspot):
-            if person and person.owner_id:
-                email = ctx.owner_emails(person.crm).get(person.owner_id)
-                if email:
-                    return email
-        return None
-
     def plan(self, ctx: CycleContext) -> tuple[HandoffPlan, RoutingPlan]:
-        """Route the candidates within this week's capacity; render each brief."""
+        """Route the whole queue within this week's capacity."""
         reps, unavailable = self.available_reps(ctx)
         weeks = {r.email: week_start(ctx.now, r.timezone) for r in self.mapping.reps.reps}
         used = self.state.used_capacity(weeks)
-        routing = plan_routing(self.candidates(ctx), reps, used, self.mapping.reps.pools)
+        rows = self.queue_rows(ctx)
+        candidates = [
+            Candidate(
+                r["person_key"],
+                int(r["score"]),
+                (r["snapshot"] or {}).get("values", {}),
+                (r["snapshot"] or {}).get("owner_email"),
+                r["queued_at"],
+            )
+            for r in rows
+        ]
+        routing = plan_routing(candidates, reps, used, self.mapping.reps.pools)
         plan = HandoffPlan(unavailable_reps=unavailable)
         for email, load in routing.loads.items():
             plan.capacity[email] = {
@@ -316,14 +420,23 @@ class Engine:
                 "assigned": load.assigned,
                 "left": load.left,
             }
+        names = {r["person_key"]: (r["snapshot"] or {}).get("name") or r["person_key"] for r in rows}
         for d in routing.deferrals:
-            name = (
-                ctx.profiles[d.candidate.person_key].name
-                if d.candidate.person_key in ctx.profiles
-                else d.candidate.person_key
-            )
-            plan.nurture.append(NurtureItem(d.candidate.person_key, name, d.candidate.score, d.reason))
+            key = d.candidate.person_key
+            plan.nurture.append(NurtureItem(key, names.get(key, key), d.candidate.score, d.reason))
         return plan, routing
+
+    def load_profiles(self, ctx: CycleContext, keys: Sequence[str]) -> None:
+        """Candidate profiles not in memory, rebuilt from the mirror and re-scored."""
+        missing = [k for k in keys if k not in ctx.profiles]
+        people: list[Person] = []
+        for ident in self.state.identities_by_key(missing):
+            if ident.hubspot_id:
+                people += self.state.people_by_ids("hubspot", [ident.hubspot_id])
+            if ident.salesforce_id:
+                people += self.state.people_by_ids("salesforce", [ident.salesforce_id])
+        if people:
+            ctx.profiles.update(self.profiles_for(ctx, people))
 
     def brief_for(self, ctx: CycleContext, key: str, rep: Rep) -> Brief:
         prof, q = ctx.profiles[key], ctx.qualifications[key]
@@ -339,59 +452,25 @@ class Engine:
             ctx.now,
         )
 
-    def planned_handoff(self, ctx: CycleContext, key: str, rep: Rep, why: str) -> PlannedHandoff:
-        episode, _ = self.episode(ctx, key)
+    def planned_handoff(self, ctx: CycleContext, key: str, rep: Rep, why: str) -> PlannedHandoff | None:
+        """The handoff for a routed person, if they are (still) sales-ready."""
+        prof, q = ctx.profiles.get(key), ctx.qualifications.get(key)
+        if prof is None or q is None or not q.qualified:
+            return None
+        episode, allowed = self.episode(ctx, key, prof.stage)
+        if not allowed:
+            return None
         return PlannedHandoff(
             key=_episode_key(key, episode),
             episode=episode,
-            profile=ctx.profiles[key],
+            profile=prof,
             rep=rep,
             why=why,
-            qualification=ctx.qualifications[key],
+            qualification=q,
             brief=self.brief_for(ctx, key, rep),
             task_crms=self.task_crms(rep),
         )
 
-    def refresh_queued(self, ctx: CycleContext, keys: Sequence[str]) -> None:
-        """Load current records for queued people the plan picked, and re-score them."""
-        idents = self.state.identities_by_key([k for k in keys if k not in ctx.profiles])
-        if not idents:
-            return
-        for ident in idents:
-            ctx.index.add(ident)
-        want: dict[tuple[str, str], list[str]] = {}
-        for ident in idents:
-            if ident.hubspot_id:
-                want.setdefault(("hubspot", "contact"), []).append(ident.hubspot_id)
-            if ident.salesforce_id:
-                want.setdefault(("salesforce", ident.salesforce_type or "lead"), []).append(
-                    ident.salesforce_id
-                )
-        people: list[Person] = []
-        for (crm, object_type), ids in want.items():
-            if crm in self.connectors:
-                people += [p for p in self.connectors[crm].read_people(ids, object_type) if not p.deleted]
-        fresh = group_people(people, ctx.index)
-        before = set(ctx.profiles)
-        ctx.profiles.update({k: v for k, v in fresh.items() if k not in before})
-        last = self.state.field_values(list(fresh))
-        window = ctx.now - timedelta(days=self.mapping.sales_ready.longest_window_days)
-        for key, prof in fresh.items():
-            if key in before:
-                continue
-            resolve(prof, self.mapping, last.get(key, {}))
-            acts = self.state.activities_for(prof.crm_ids(), [prof.email] if prof.email else [], window)
-            ctx.activities[key] = acts
-            ctx.qualifications[key] = qualify(
-                self.mapping.sales_ready, prof.values, prof.stage, acts, ctx.now
-            )
-        for entry in self.state.ledger_for_people(list(fresh)):
-            ctx.ledger.setdefault(entry.person_key, []).append(entry)
-
 
 def reasons_json(reasons: Sequence[Reason]) -> list[dict[str, Any]]:
     return [{"rule": r.rule, "points": r.points, "detail": r.detail} for r in reasons]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)

@@ -51,6 +51,18 @@ class Person:
 
 
 @dataclass(frozen=True, slots=True)
+class PeoplePage:
+    """One page of a pull, with the token that resumes the pull after it.
+
+    ``resume`` is None on the last page of a pass: the pass is complete.
+    """
+
+    people: list[Person]
+    resume: dict[str, str] | None
+    watermark: datetime | None = None  # on the last page: where the next pass starts
+
+
+@dataclass(frozen=True, slots=True)
 class Activity:
     """One thing a person did (or a rep did with them)."""
 

@@ -38,7 +38,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from sync.records import Activity
+from sync.records import Activity, Person
 
 metadata = MetaData()
 
@@ -47,8 +47,19 @@ watermarks = Table(
     metadata,
     Column("crm", String(20), primary_key=True),
     Column("stream", String(40), primary_key=True),
-    Column("value", String(64), nullable=False),
+    Column("value", Text, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+people = Table(  # the last pulled version of every person: merges never call a CRM
+    "people",
+    metadata,
+    Column("crm", String(20), primary_key=True),
+    Column("id", String(32), primary_key=True),
+    Column("object_type", String(16), nullable=False),
+    Column("email", String(320), index=True),
+    Column("record", JSON, nullable=False),
+    Column("modified_at", DateTime(timezone=True), nullable=False),
 )
 
 identities = Table(
@@ -220,6 +231,32 @@ class StateStore:
             ).rowcount
             if not done:
                 conn.execute(insert(watermarks).values(crm=crm, stream=stream, value=value, updated_at=now))
+
+    # --- people mirror --------------------------------------------------------
+    def save_people(self, items: Sequence[Person]) -> None:
+        """Upsert the pulled version of each person (by CRM and id)."""
+        if not items:
+            return
+        latest = {(p.crm, p.id): p for p in items}
+        with self.engine.begin() as conn:
+            for crm in {c for c, _ in latest}:
+                ids = [i for c, i in latest if c == crm]
+                for part in _parts(ids):
+                    conn.execute(delete(people).where(people.c.crm == crm, people.c.id.in_(part)))
+            conn.execute(insert(people), [_person_row(p) for p in latest.values()])
+
+    def people_by_ids(self, crm: str, ids: Sequence[str]) -> list[Person]:
+        out: list[Person] = []
+        with self.engine.connect() as conn:
+            for part in _parts(sorted(set(ids))):
+                rows = conn.execute(select(people).where(people.c.crm == crm, people.c.id.in_(part)))
+                out += [_person_from_row(r) for r in rows]
+        return out
+
+    def forget_people(self, crm: str, ids: Sequence[str]) -> None:
+        with self.engine.begin() as conn:
+            for part in _parts(list(ids)):
+                conn.execute(delete(people).where(people.c.crm == crm, people.c.id.in_(part)))
 
     # --- identities ---------------------------------------------------------
     def identities(self) -> list[Identity]:
@@ -440,7 +477,7 @@ class StateStore:
             done = conn.execute(
                 update(queue)
                 .where(queue.c.person_key == person_key)
-                .values(score=score, snapshot=snapshot, reason=reason, updated_at=at)
+                .values(score=score, snapshot=snapshot, updated_at=at)
             ).rowcount
             if not done:
                 conn.execute(
@@ -454,9 +491,13 @@ class StateStore:
                     )
                 )
 
-    def mark_status_written(self, person_key: str, status: str) -> None:
+    def mark_status_written(self, person_key: str, status: str, reason: str | None = None) -> None:
+        """Remember the waiting status shown in the CRMs (and why), so it is written once."""
+        values: dict[str, Any] = {"status_written": status}
+        if reason:
+            values["reason"] = reason
         with self.engine.begin() as conn:
-            conn.execute(update(queue).where(queue.c.person_key == person_key).values(status_written=status))
+            conn.execute(update(queue).where(queue.c.person_key == person_key).values(**values))
 
     def dequeue(self, person_keys: Sequence[str]) -> None:
         with self.engine.begin() as conn:
@@ -552,6 +593,89 @@ class StateStore:
                 .limit(limit)
             ).all()
         return [dict(r._mapping) for r in rows]
+
+    # --- worker runs: skipped and failed jobs ---------------------------------
+    def record_run(self, status: str, summary: dict[str, Any], at: datetime) -> int:
+        """A finished run row written by the worker (a skipped or failed job, with its reason)."""
+        clean = json.loads(json.dumps(summary, default=str))
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                insert(runs).values(started_at=at, finished_at=at, status=status, summary=clean)
+            )
+            return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+    def annotate_run(self, run_id: int, extra: dict[str, Any]) -> None:
+        """Merge ``extra`` (job name, worker, run id) into a run's summary."""
+        with self.engine.begin() as conn:
+            summary = conn.execute(select(runs.c.summary).where(runs.c.id == run_id)).scalar()
+            merged = {**(summary or {}), **json.loads(json.dumps(extra, default=str))}
+            conn.execute(update(runs).where(runs.c.id == run_id).values(summary=merged))
+
+    def last_run_id(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.max(runs.c.id))).scalar() or 0)
+
+    def fail_running_runs(self, reason: str, at: datetime, after_id: int = 0) -> int:
+        """Mark runs still 'running' (id > after_id) as failed with ``reason``; how many."""
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                select(runs.c.id, runs.c.summary).where(runs.c.status == "running", runs.c.id > after_id)
+            ).all()
+            for run_id, summary in rows:
+                conn.execute(
+                    update(runs)
+                    .where(runs.c.id == run_id)
+                    .values(status="failed", finished_at=at, summary={**(summary or {}), "reason": reason})
+                )
+        return len(rows)
+
+    def runs_by_status(
+        self, statuses: Sequence[str], limit: int = 10, exclude: bool = False
+    ) -> list[dict[str, Any]]:
+        """Recent runs whose status is (or, with ``exclude``, is not) one of ``statuses``."""
+        cond = runs.c.status.not_in(statuses) if exclude else runs.c.status.in_(statuses)
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(runs).where(cond).order_by(runs.c.id.desc()).limit(limit)).all()
+        return [dict(r._mapping) for r in rows]
+
+    def prune_runs(self, status: str, before: datetime) -> None:
+        """Forget runs of ``status`` (e.g. skipped) started before ``before``."""
+        with self.engine.begin() as conn:
+            conn.execute(delete(runs).where(runs.c.status == status, runs.c.started_at < before))
+
+
+def _person_row(p: Person) -> dict[str, Any]:
+    record = {
+        "values": dict(p.values),
+        "owner_id": p.owner_id,
+        "linked_id": p.linked_id,
+        "converted_to": p.converted_to,
+        "opportunity_stage": p.opportunity_stage,
+    }
+    return {
+        "crm": p.crm,
+        "id": p.id,
+        "object_type": p.object_type,
+        "email": p.email.lower() if p.email else None,
+        "record": record,
+        "modified_at": p.modified_at,
+    }
+
+
+def _person_from_row(r: Any) -> Person:
+    rec = dict(r.record or {})
+    return Person(
+        crm=r.crm,
+        id=r.id,
+        object_type=r.object_type,
+        email=r.email,
+        values=rec.get("values") or {},
+        modified_at=_utc(r.modified_at) or datetime.now(UTC),
+        owner_id=rec.get("owner_id"),
+        linked_id=rec.get("linked_id"),
+        converted_to=rec.get("converted_to"),
+        opportunity_stage=rec.get("opportunity_stage"),
+    )
 
 
 def _entry(r: Any) -> LedgerEntry:

@@ -20,7 +20,6 @@ from hubspot.crm.associations.v4 import BatchInputPublicFetchAssociationsBatchRe
 from hubspot.crm.contacts import (
     BatchInputSimplePublicObjectBatchInput,
     BatchInputSimplePublicObjectBatchInputUpsert,
-    BatchReadInputSimplePublicObjectId,
     PublicObjectSearchRequest,
 )
 from hubspot.crm.objects.tasks import (
@@ -32,7 +31,17 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from connectors.hubspot.errors import classify
 from connectors.hubspot.transport import CallMeter
 from sync.errors import RetriableCrmError
-from sync.records import Activity, Crm, Owner, Person, PersonCreate, PersonUpdate, TaskRequest, WriteResult
+from sync.records import (
+    Activity,
+    Crm,
+    Owner,
+    PeoplePage,
+    Person,
+    PersonCreate,
+    PersonUpdate,
+    TaskRequest,
+    WriteResult,
+)
 
 log = structlog.get_logger("handoff.hubspot")
 T = TypeVar("T")
@@ -112,7 +121,8 @@ class HubSpotConnector:
             api_factory=self.meter.api_factory(),
         )
         base = {"email", "firstname", "lastname", "lifecyclestage", "hs_lead_status"}
-        base |= {"hubspot_owner_id", "lastmodifieddate", HANDOFF_FIELDS["link"], HANDOFF_FIELDS["status"]}
+        base |= {"hubspot_owner_id", "lastmodifieddate", "notes_last_updated", "hs_merged_object_ids"}
+        base |= {HANDOFF_FIELDS["link"], HANDOFF_FIELDS["status"]}
         self.properties = sorted(base | set(properties))
 
     # --- plumbing -------------------------------------------------------------
@@ -167,16 +177,16 @@ class HubSpotConnector:
                     break
         return owners
 
-    def pull_people(self, since: datetime | None) -> Iterator[Person]:
+    def pull_people(
+        self, since: datetime | None, resume: Mapping[str, str] | None = None
+    ) -> Iterator[PeoplePage]:
         if since is None:
-            yield from self._list_all()
+            yield from self._list_all((resume or {}).get("after"))
         else:
-            yield from self._search_since(
-                "contacts", since, "lastmodifieddate", self.properties, self._person
-            )
+            yield from self._search_since(since, (resume or {}).get("last_id", "0"))
 
-    def _list_all(self) -> Iterator[Person]:
-        after = None
+    def _list_all(self, after: str | None) -> Iterator[PeoplePage]:
+        """First sync: the list API (no 10,000 cap), 100 a page."""
         while True:
             page = self._call(
                 self.client.crm.contacts.basic_api.get_page,
@@ -185,52 +195,44 @@ class HubSpotConnector:
                 properties=self.properties,
                 archived=False,
             )
-            for obj in page.results or []:
-                yield self._person(obj)
             after = page.paging.next.after if page.paging and page.paging.next else None
+            people = [self._person(obj) for obj in page.results or []]
+            yield PeoplePage(people, {"after": str(after)} if after else None)
             if not after:
                 return
 
-    def _search_since(
-        self,
-        object_type: str,
-        since: datetime,
-        stamp: str,
-        properties: Sequence[str],
-        convert: Callable[[Any], T],
-    ) -> Iterator[T]:
-        """Everything modified at/after ``since``, keyset-paged by ``hs_object_id``.
+    def _search_since(self, since: datetime, last: str) -> Iterator[PeoplePage]:
+        """Contacts modified at/after ``since``, keyset-paged by ``hs_object_id``.
 
         Each page is a fresh query (``hs_object_id > last``), so no query ever pages
-        past the search API's 10,000-result cap.
+        past the search API's 10,000-result cap, and a pass resumes after any page.
         """
-        api = self._search_api(object_type)
-        last = "0"
         while True:
             request = PublicObjectSearchRequest(
                 filter_groups=[
                     {
                         "filters": [
-                            {"propertyName": stamp, "operator": "GTE", "value": _ms(since)},
+                            {"propertyName": "lastmodifieddate", "operator": "GTE", "value": _ms(since)},
                             {"propertyName": "hs_object_id", "operator": "GT", "value": last},
                         ]
                     }
                 ],
                 sorts=["hs_object_id"],
-                properties=list(properties),
+                properties=self.properties,
                 limit=SEARCH_PAGE,
             )
-            page = self._call(api, public_object_search_request=request)
+            page = self._call(
+                self.client.crm.contacts.search_api.do_search, public_object_search_request=request
+            )
             results = page.results or []
-            for obj in results:
-                yield convert(obj)
-            if len(results) < SEARCH_PAGE:
+            more = len(results) == SEARCH_PAGE
+            if results:
+                last = str(results[-1].id)
+            yield PeoplePage([self._person(o) for o in results], {"last_id": last} if more else None)
+            if not more:
                 return
-            last = str(results[-1].id)
 
     def _search_api(self, object_type: str) -> Callable[..., Any]:
-        if object_type == "contacts":
-            return self.client.crm.contacts.search_api.do_search
         api = self.client.crm.objects.search_api.do_search
 
         def search(**kwargs: Any) -> Any:
@@ -238,24 +240,10 @@ class HubSpotConnector:
 
         return search
 
-    def read_people(self, ids: Sequence[str], object_type: str = "contact") -> list[Person]:
-        out: list[Person] = []
-        for part in chunked(ids, PAGE):
-            body = BatchReadInputSimplePublicObjectId(
-                inputs=[{"id": i} for i in part], properties=self.properties, properties_with_history=[]
-            )
-            res = self._call(
-                self.client.crm.contacts.batch_api.read, batch_read_input_simple_public_object_id=body
-            )
-            out += [self._person(o) for o in res.results or []]
-        return out
-
     def pull_activities(self, since: datetime) -> Iterator[Activity]:
         for event_type, kind in self.settings.event_kinds.items():
             yield from self._events(event_type, kind, since)
         yield from self._email_clicks(since)
-        for object_type, (kind, title) in ENGAGEMENTS.items():
-            yield from self._engagements(object_type, kind, title, since)
 
     def _events(self, event_type: str, kind: str, since: datetime) -> Iterator[Activity]:
         after = None
@@ -326,35 +314,57 @@ class HubSpotConnector:
                     raise RetriableCrmError("hubspot", f"connection failed: {type(exc).__name__}") from None
         raise AssertionError("unreachable")
 
-    def _engagements(self, object_type: str, kind: str, title: str, since: datetime) -> Iterator[Activity]:
-        found = list(
-            self._search_since(
-                object_type, since, "hs_lastmodifieddate", ["hs_timestamp", title], lambda o: o
-            )
-        )
-        contacts = self._associated_contacts(object_type, [str(o.id) for o in found])
-        for obj in found:
-            props = obj.properties or {}
-            at = parse_time(props.get("hs_timestamp")) or since
-            for contact_id in contacts.get(str(obj.id), []):
-                yield Activity(
-                    crm="hubspot",
-                    id=f"{object_type}-{obj.id}-{contact_id}",
-                    kind=kind,
-                    occurred_at=at,
-                    person_id=contact_id,
-                    title=str(props.get(title) or ""),
-                )
+    def activities_for(self, people: Sequence[Person], since: datetime) -> Iterator[Activity]:
+        """Meetings and calls of contacts whose "Last Activity Date" moved since ``since``.
 
-    def _associated_contacts(self, object_type: str, ids: Sequence[str]) -> dict[str, list[str]]:
+        Engagements are read through the v4 association batch read (1,000 contacts a
+        call) and a batch read of the engagements (100 a call), never per contact.
+        """
+        active = [p.id for p in people if (parse_time(p.values.get("notes_last_updated")) or since) > since]
+        if not active:
+            return
+        for object_type, (kind, title) in ENGAGEMENTS.items():
+            by_engagement: dict[str, list[str]] = {}
+            for contact_id, ids in self._associations("contacts", object_type, active).items():
+                for eid in ids:
+                    by_engagement.setdefault(eid, []).append(contact_id)
+            for obj in self._batch_read(object_type, sorted(by_engagement), ["hs_timestamp", title]):
+                props = obj.properties or {}
+                at = parse_time(props.get("hs_timestamp")) or since
+                if at < since:
+                    continue
+                for contact_id in by_engagement.get(str(obj.id), []):
+                    yield Activity(
+                        crm="hubspot",
+                        id=f"{object_type}-{obj.id}-{contact_id}",
+                        kind=kind,
+                        occurred_at=at,
+                        person_id=contact_id,
+                        title=str(props.get(title) or ""),
+                    )
+
+    def _batch_read(self, object_type: str, ids: Sequence[str], properties: Sequence[str]) -> list[Any]:
+        out: list[Any] = []
+        api = self.client.crm.objects.batch_api.read
+        for part in chunked(ids, PAGE):
+            body = {
+                "inputs": [{"id": i} for i in part],
+                "properties": list(properties),
+                "propertiesWithHistory": [],
+            }
+            res = self._call(api, object_type, batch_read_input_simple_public_object_id=body)
+            out += list(res.results or [])
+        return out
+
+    def _associations(self, from_type: str, to_type: str, ids: Sequence[str]) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
         api = self.client.crm.associations.v4.batch_api.get_page
         for part in chunked(ids, ASSOC_BATCH):
             body = BatchInputPublicFetchAssociationsBatchRequest(inputs=[{"id": i} for i in part])
             res = self._call(
                 api,
-                from_object_type=object_type,
-                to_object_type="contacts",
+                from_object_type=from_type,
+                to_object_type=to_type,
                 batch_input_public_fetch_associations_batch_request=body,
             )
             for row in res.results or []:

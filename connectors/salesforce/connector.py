@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import requests
@@ -24,7 +24,17 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from connectors.salesforce.errors import classify, record_error
 from connectors.salesforce.transport import MeteredSession
 from sync.errors import RetriableCrmError
-from sync.records import Activity, Crm, Owner, Person, PersonCreate, PersonUpdate, TaskRequest, WriteResult
+from sync.records import (
+    Activity,
+    Crm,
+    Owner,
+    PeoplePage,
+    Person,
+    PersonCreate,
+    PersonUpdate,
+    TaskRequest,
+    WriteResult,
+)
 
 log = structlog.get_logger("handoff.salesforce")
 T = TypeVar("T")
@@ -88,6 +98,7 @@ class SalesforceSettings:
     ca_bundle: str | None = None
     api_version: str = "62.0"
     timeout: float = 60.0
+    window_lag: float = 2.0  # pull windows end this far behind now (in-flight transactions)
     max_attempts: int = 5
     max_wait: float = 30.0
 
@@ -101,6 +112,12 @@ def parse_time(value: Any) -> datetime | None:
         text = text[:-2] + ":" + text[-2:]
     parsed = datetime.fromisoformat(text)
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _ceil_second(at: datetime) -> str:
+    """SOQL datetime literals have whole seconds: round the window's end up, never down."""
+    whole = at.replace(microsecond=0)
+    return (whole + timedelta(seconds=1) if at.microsecond else whole).isoformat()
 
 
 def _text(value: Any) -> str | None:
@@ -196,42 +213,113 @@ class SalesforceConnector:
             for r in self.query(soql)
         ]
 
-    def _soql(self, obj: str, fields: Sequence[str], since: datetime | None) -> str:
-        select = f"SELECT {', '.join(fields)} FROM {obj}"
-        if since is None:
-            return select + " ORDER BY Id"
-        return format_soql(select + " WHERE SystemModstamp >= {} ORDER BY SystemModstamp, Id", since)
+    def pull_people(
+        self, since: datetime | None, resume: Mapping[str, str] | None = None
+    ) -> Iterator[PeoplePage]:
+        """Leads, then Contacts, then leads whose Opportunity moved; each REST page a page.
 
-    def pull_people(self, since: datetime | None) -> Iterator[Person]:
-        leads = list(
-            self.query(self._soql("Lead", self.lead_fields, since), include_deleted=since is not None)
+        The window is ``since <= SystemModstamp < upper`` with ``upper`` fixed for the
+        whole pass (slightly behind now, so in-flight transactions are not skipped) and
+        rows ordered by ``(SystemModstamp, Id)``: the resume token is the last row's pair,
+        so thousands of rows sharing one ``SystemModstamp`` never lose or repeat a row.
+        """
+        state = dict(resume or {})
+        upper = state.get("upper") or _ceil_second(
+            datetime.now(UTC) - timedelta(seconds=self.settings.window_lag)
         )
+        phases = ["Lead", "Contact"] + (["Opportunity"] if since is not None else [])
+        first = phases.index(state["phase"]) if state.get("phase") in phases else 0
+        for i, phase in enumerate(phases[first:], start=first):
+            after = (state.get("ts"), state.get("id")) if i == first and state.get("ts") else None
+            if phase == "Opportunity":
+                assert since is not None
+                people = [
+                    self._person(r, "lead", st)
+                    for r, st in self._leads_with_changed_opportunities(since, upper)
+                ]
+                last = i + 1 == len(phases)
+                token = None if last else {"phase": phases[i + 1], "upper": upper}
+                yield PeoplePage(people, token, datetime.fromisoformat(upper) if last else None)
+                continue
+            yield from self._pull_object(
+                phase, since, upper, after, phases[i + 1] if i + 1 < len(phases) else None
+            )
+
+    def _pull_object(
+        self,
+        obj: str,
+        since: datetime | None,
+        upper: str,
+        after: tuple[Any, Any] | None,
+        next_phase: str | None,
+    ) -> Iterator[PeoplePage]:
+        fields, object_type = (
+            (self.lead_fields, "lead") if obj == "Lead" else (self.contact_fields, "contact")
+        )
+        soql = self._window_soql(obj, fields, since, datetime.fromisoformat(upper), after)
+        page = self._call(self.sf.query, soql, include_deleted=since is not None)
+        while True:
+            records = page.get("records", [])
+            stages = self._opportunity_stages(
+                [r["ConvertedOpportunityId"] for r in records if r.get("ConvertedOpportunityId")]
+            )
+            people = [
+                self._person(r, object_type, stages.get(r.get("ConvertedOpportunityId") or ""))
+                for r in records
+            ]
+            done = page.get("done", True) or not page.get("nextRecordsUrl")
+            if not done and records:
+                token: dict[str, str] | None = {
+                    "phase": obj,
+                    "upper": upper,
+                    "ts": records[-1]["SystemModstamp"],
+                    "id": records[-1]["Id"],
+                }
+            else:
+                token = {"phase": next_phase, "upper": upper} if next_phase else None
+            yield PeoplePage(people, token, datetime.fromisoformat(upper) if token is None else None)
+            if done:
+                return
+            page = self._call(self.sf.query_more, page["nextRecordsUrl"], identifier_is_url=True)
+
+    @staticmethod
+    def _window_soql(
+        obj: str,
+        fields: Sequence[str],
+        since: datetime | None,
+        upper: datetime,
+        after: tuple[Any, Any] | None,
+    ) -> str:
+        where = ["SystemModstamp < {upper}"]
+        args: dict[str, Any] = {"upper": upper}
         if since is not None:
-            leads += self._leads_with_changed_opportunities(since, {r["Id"] for r in leads})
-        stages = self._opportunity_stages(
-            [r["ConvertedOpportunityId"] for r in leads if r.get("ConvertedOpportunityId")]
+            where.append("SystemModstamp >= {since}")
+            args["since"] = since
+        if after is not None:
+            where.append("(SystemModstamp > {ts} OR (SystemModstamp = {ts} AND Id > {id}))")
+            args["ts"], args["id"] = parse_time(after[0]), after[1]
+        select = (
+            f"SELECT {', '.join(fields)} FROM {obj} WHERE {' AND '.join(where)} ORDER BY SystemModstamp, Id"
         )
-        for rec in leads:
-            yield self._person(rec, "lead", stages.get(rec.get("ConvertedOpportunityId") or ""))
-        for rec in self.query(
-            self._soql("Contact", self.contact_fields, since), include_deleted=since is not None
-        ):
-            yield self._person(rec, "contact")
+        return format_soql(select, **args)
 
-    def _leads_with_changed_opportunities(self, since: datetime, have: set[str]) -> list[dict[str, Any]]:
+    def _leads_with_changed_opportunities(
+        self, since: datetime, upper: str
+    ) -> Iterator[tuple[dict[str, Any], str]]:
         """Outcomes flow back: a converted lead whose Opportunity moved is pulled again."""
-        opp_ids = [
-            r["Id"]
-            for r in self.query(format_soql("SELECT Id FROM Opportunity WHERE SystemModstamp >= {}", since))
-        ]
-        out = []
-        for part in chunked(opp_ids, ID_CHUNK):
+        soql = format_soql(
+            "SELECT Id, StageName FROM Opportunity WHERE SystemModstamp >= {} AND SystemModstamp < {}",
+            since,
+            datetime.fromisoformat(upper),
+        )
+        stages = {r["Id"]: r.get("StageName") or "" for r in self.query(soql)}
+        for part in chunked(sorted(stages), ID_CHUNK):
             soql = format_soql(
                 f"SELECT {', '.join(self.lead_fields)} FROM Lead WHERE ConvertedOpportunityId IN {{}}",
                 list(part),
             )
-            out += [r for r in self.query(soql) if r["Id"] not in have]
-        return out
+            for r in self.query(soql):
+                yield r, stages.get(r.get("ConvertedOpportunityId") or "", "")
 
     def _opportunity_stages(self, ids: Sequence[str]) -> dict[str, str]:
         stages: dict[str, str] = {}
@@ -242,21 +330,9 @@ class SalesforceConnector:
                 stages[r["Id"]] = r.get("StageName") or ""
         return stages
 
-    def read_people(self, ids: Sequence[str], object_type: str = "lead") -> list[Person]:
-        obj, fields = (
-            ("Lead", self.lead_fields) if object_type == "lead" else ("Contact", self.contact_fields)
-        )
-        records: list[dict[str, Any]] = []
-        for part in chunked(ids, ID_CHUNK):
-            records += self.query(
-                format_soql(f"SELECT {', '.join(fields)} FROM {obj} WHERE Id IN {{}}", list(part))
-            )
-        stages = self._opportunity_stages(
-            [r["ConvertedOpportunityId"] for r in records if r.get("ConvertedOpportunityId")]
-        )
-        return [
-            self._person(r, object_type, stages.get(r.get("ConvertedOpportunityId") or "")) for r in records
-        ]
+    def activities_for(self, people: Sequence[Person], since: datetime) -> Iterator[Activity]:
+        """Salesforce activity is pulled org-wide (``pull_activities``): nothing per person."""
+        return iter(())
 
     def pull_activities(self, since: datetime) -> Iterator[Activity]:
         calls = format_soql(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+from tests.conftest import state_tables
 from tests.integration.conftest import (
     add_lead,
     add_ready_contact,
@@ -134,7 +135,7 @@ def test_title_changed_in_salesforce_stays_out_of_hubspot_when_always_hubspot(cr
     assert _title_scenario(crms, monkeypatch, tmp_path, "always_hubspot") == "Engineer"
 
 
-def test_dry_run_prints_plan_and_writes_nothing(crms, monkeypatch, tmp_path):
+def test_dry_run_prints_plan_and_writes_nothing(crms, monkeypatch, tmp_path, state_url):
     cfg = mapping_dir(tmp_path, reps=[rep("lee@northwind.example", "hubspot")])
     add_rep_users(crms, "lee@northwind.example")
     for i in range(3):
@@ -146,7 +147,7 @@ def test_dry_run_prints_plan_and_writes_nothing(crms, monkeypatch, tmp_path):
     assert out.count("-> lee@northwind.example") == 3
     assert crms.hs_tasks() == [] and crms.sf_tasks() == []
     assert json.dumps(crms.hs_store.contacts(), sort_keys=True, default=str) == before_hs
-    assert not (tmp_path / "state.db").exists()
+    assert state_tables(state_url) == []  # no SQLite file, no PostgreSQL table
 
 
 def test_hubspot_rep_gets_hubspot_task_associated_with_contact(crms, monkeypatch, tmp_path):

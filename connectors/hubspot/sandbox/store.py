@@ -268,6 +268,7 @@ def _contact_defs() -> list[JSON]:
         ),
         property_def("hs_lead_status", "Lead Status", g, "enumeration", "radio", _enum(LEAD_STATUSES)),
         property_def("hs_merged_object_ids", "Merged Record IDs", g, read_only=True),
+        property_def("notes_last_updated", "Last Activity Date", g, "datetime", "date", read_only=True),
     ]
     for stage, label in zip(LIFECYCLE_STAGES, _STAGE_LABELS, strict=True):
         name = f"hs_lifecyclestage_{stage}_date"
@@ -690,6 +691,8 @@ class HubSpotStore:
             id_ = self.add_object(object_type, props, created_at)
             for cid in contact_ids:
                 self.associate(object_type, id_, "contacts", cid)
+                if object_type != "tasks":  # HubSpot's "Last Activity Date" on the contact
+                    self.update_contact(cid, {"notes_last_updated": props["hs_timestamp"]}, created_at)
             return id_
 
     def add_object(
