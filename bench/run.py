@@ -121,7 +121,7 @@ def bench_size(people: int, latency_ms: float, log: bool = True) -> SizeResult:
         tempfile.TemporaryDirectory(prefix="handoff-bench-") as tmp,
         Bench(people, latency_ms, Path(tmp)) as b,
     ):
-        install(HubSpotConnector(HubSpotSettings(base_url=b.hs.base_url, access_token=b.hs.token)))
+        install(HubSpotConnector(HubSpotSettings.with_token(b.hs.base_url, b.hs.token)))
         start = time.monotonic()
         seed(b.world, people)
         result = SizeResult(people, time.monotonic() - start)

@@ -207,9 +207,7 @@ def running_sandboxes(
 def _install_hubspot(boxes: Sandboxes, mapping: MappingSet) -> None:
     from connectors.hubspot.connector import HubSpotConnector, HubSpotSettings, install
 
-    conn = HubSpotConnector(
-        HubSpotSettings(base_url=boxes.hubspot.base_url, access_token=boxes.hubspot.token)
-    )
+    conn = HubSpotConnector(HubSpotSettings.with_token(boxes.hubspot.base_url, boxes.hubspot.token))
     install(conn)
 
 

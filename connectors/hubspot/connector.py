@@ -28,9 +28,10 @@ from hubspot.crm.objects.tasks import (
 from more_itertools import chunked
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
+from connectors.hubspot.auth import HubSpotAuth, HubSpotAuthSettings
 from connectors.hubspot.errors import classify
 from connectors.hubspot.transport import CallMeter
-from sync.errors import RetriableCrmError
+from sync.errors import AuthError, RetriableCrmError
 from sync.records import (
     Activity,
     Crm,
@@ -80,12 +81,20 @@ PRIORITY = {"high": "HIGH", "normal": "MEDIUM", "low": "LOW"}
 
 @dataclass(frozen=True)
 class HubSpotSettings:
-    base_url: str = "https://api.hubapi.com"
-    access_token: str = field(default="", repr=False)
+    auth: HubSpotAuthSettings = field(default_factory=HubSpotAuthSettings)
     event_kinds: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_EVENT_KINDS))
     timeout: float = 60.0
     max_attempts: int = 6
     max_wait: float = 30.0
+
+    @property
+    def base_url(self) -> str:
+        return self.auth.base_url
+
+    @classmethod
+    def with_token(cls, base_url: str, access_token: str) -> HubSpotSettings:
+        """Settings for a static (private app / service key) access token."""
+        return cls(auth=HubSpotAuthSettings(base_url=base_url, access_token=access_token))
 
 
 def _ms(at: datetime) -> str:
@@ -114,8 +123,9 @@ class HubSpotConnector:
         self.settings = settings
         self.meter = CallMeter()
         self.calls = self.meter.calls
+        self.auth = HubSpotAuth(settings.auth)
         self.client = HubSpot(
-            access_token=settings.access_token,
+            access_token=self.auth.token(),
             host=settings.base_url.rstrip("/"),
             base_url=settings.base_url.rstrip("/"),
             api_factory=self.meter.api_factory(),
@@ -127,7 +137,16 @@ class HubSpotConnector:
 
     # --- plumbing -------------------------------------------------------------
     def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """One SDK call with a timeout, retried with backoff on transient failures."""
+        """One SDK call with a timeout, retried on transient failures; a 401 refreshes once."""
+        try:
+            return self._retrying(fn, *args, **kwargs)
+        except AuthError as exc:
+            if exc.status != 401 or not self.auth.can_refresh:
+                raise
+            self.auth.invalidate(kwargs.get("_request_auth", {}).get("value", "").removeprefix("Bearer "))
+            return self._retrying(fn, *args, **kwargs)
+
+    def _retrying(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         s = self.settings
         kwargs.setdefault("_request_timeout", (10, s.timeout))
         for attempt in Retrying(
@@ -138,6 +157,7 @@ class HubSpotConnector:
         ):
             with attempt:
                 try:
+                    kwargs["_request_auth"] = self.auth.request_auth()
                     return fn(*args, **kwargs)
                 except (urllib3.exceptions.HTTPError, OSError) as exc:
                     raise RetriableCrmError("hubspot", f"connection failed: {type(exc).__name__}") from None
@@ -296,6 +316,7 @@ class HubSpotConnector:
 
         def send() -> dict[str, Any]:
             self.calls[f"{options['method']} {options['path']}"] += 1
+            self.client.access_token = self.auth.token()
             resp = self.client.api_request({**options, "timeout": self.settings.timeout})
             if resp.status_code >= 400:
                 raise classify_raw(resp.status_code, resp.text, resp.headers)

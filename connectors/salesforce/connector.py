@@ -21,9 +21,10 @@ from more_itertools import chunked
 from simple_salesforce import Salesforce, format_soql
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
+from connectors.salesforce.auth import SalesforceAuth, SalesforceAuthSettings
 from connectors.salesforce.errors import classify, record_error
 from connectors.salesforce.transport import MeteredSession
-from sync.errors import RetriableCrmError
+from sync.errors import AuthError, QuotaExhausted, RetriableCrmError
 from sync.records import (
     Activity,
     Crm,
@@ -93,14 +94,18 @@ PRIORITY = {"high": "High", "normal": "Normal", "low": "Low"}
 
 @dataclass(frozen=True)
 class SalesforceSettings:
-    instance_url: str = ""
-    access_token: str = field(default="", repr=False)
-    ca_bundle: str | None = None
+    auth: SalesforceAuthSettings = field(default_factory=SalesforceAuthSettings)
     api_version: str = "62.0"
     timeout: float = 60.0
     window_lag: float = 2.0  # pull windows end this far behind now (in-flight transactions)
     max_attempts: int = 5
     max_wait: float = 30.0
+    budget_run_percent: float = 25.0  # share of the daily allocation one run may spend
+    budget_total_percent: float = 80.0  # never push the org's usage past this share
+
+    @property
+    def ca_bundle(self) -> str | None:
+        return self.auth.ca_bundle
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -145,17 +150,54 @@ class SalesforceConnector:
         self.settings = settings
         self.session = MeteredSession(settings.timeout, settings.ca_bundle or True)
         self.calls = self.session.calls
+        self.auth = SalesforceAuth(settings.auth, self.session)
+        token, instance_url = self.auth.login()
         self.sf = Salesforce(
-            instance_url=settings.instance_url,
-            session_id=settings.access_token,
+            instance_url=instance_url,
+            session_id=token,
             version=settings.api_version,
             session=self.session,
         )
+        self._used_at_start: int | None = None
         self.lead_fields = sorted(set(LEAD_FIELDS) | set(lead_fields))
         self.contact_fields = sorted(set(CONTACT_FIELDS) | set(contact_fields))
 
     # --- plumbing -------------------------------------------------------------
     def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """One API call: within budget, retried on transient failures, re-authenticated once."""
+        self._check_budget()
+        try:
+            return self._retrying(fn, *args, **kwargs)
+        except AuthError as exc:
+            if exc.status != 401 or not self.auth.can_refresh:
+                raise
+            token, _ = self.auth.refresh(stale_token=self.sf.session_id)
+            self.sf.session_id = token
+            self.sf.headers["Authorization"] = f"Bearer {token}"
+            log.info("salesforce_reauthenticated")
+            return self._retrying(fn, *args, **kwargs)
+
+    def _check_budget(self) -> None:
+        """Stop (QuotaExhausted) before this run or the org passes its share of the allocation."""
+        used, total = self.session.api_used, self.session.api_max
+        if used is None or not total:
+            return
+        if self._used_at_start is None:
+            self._used_at_start = used
+        s = self.settings
+        if used >= total * s.budget_total_percent / 100:
+            raise QuotaExhausted(
+                "salesforce",
+                f"the org has used {used} of {total} daily API calls (limit {s.budget_total_percent:g}%)",
+            )
+        spent = used - self._used_at_start
+        if spent >= total * s.budget_run_percent / 100:
+            raise QuotaExhausted(
+                "salesforce",
+                f"this run used {spent} API calls, its share of the daily {total} ({s.budget_run_percent:g}%)",
+            )
+
+    def _retrying(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         s = self.settings
         for attempt in Retrying(
             retry=retry_if_exception_type(RetriableCrmError),
@@ -488,7 +530,7 @@ def install(connector: SalesforceConnector) -> list[str]:
     """Check the custom fields exist; say exactly what to create where they do not."""
     lines: list[str] = []
     for obj, fields in REQUIRED_FIELDS.items():
-        described = connector._call(getattr(connector.sf, obj).describe)
+        described = connector._call(lambda o=obj: getattr(connector.sf, o).describe())
         have = {f["name"] for f in described.get("fields", [])}
         for name, kind, note in fields:
             if name in have:
