@@ -57,16 +57,34 @@ def build_connectors(settings: Settings, mapping: MappingSet) -> dict[str, Conne
 
 
 def open_state(settings: Settings, read_only: bool = False) -> StateStore:
-    """The state store; ``read_only`` never creates a file or a table."""
+    """The state store, its schema current; ``read_only`` never creates or migrates anything."""
     url = settings.handoff_state_url
     if read_only and not _state_exists(url):
         store = StateStore("sqlite://")  # nothing recorded yet: an empty, throwaway store
         store.create_schema()
         return store
     store = StateStore(url)
-    if not read_only:
-        store.create_schema()
+    try:
+        _check_schema(store, settings, read_only)
+    except BaseException:
+        store.close()
+        raise
     return store
+
+
+def _check_schema(store: StateStore, settings: Settings, read_only: bool) -> None:
+    """Create a new schema, migrate a behind one (HANDOFF_AUTO_MIGRATE) or refuse."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError
+
+    from sync.migrations import ensure_schema
+
+    try:
+        ensure_schema(store.engine, settings.handoff_auto_migrate, read_only=read_only)
+    except OperationalError as exc:
+        where = make_url(store.url).render_as_string(hide_password=True)
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        raise ConfigError(f"HANDOFF_STATE_URL: cannot use the state database {where}: {reason}") from None
 
 
 def _state_exists(url: str) -> bool:

@@ -65,19 +65,20 @@ class Crms:
 
 
 @pytest.fixture
-def crms(tmp_path: Path) -> Iterator[Crms]:
+def crms(state_url: str) -> Iterator[Crms]:
     hs_store, sf_store = HubSpotStore(), SalesforceStore()
     hs, sf = HubSpotSandbox(hs_store), SalesforceSandbox(sf_store)
     hs.start()
     sf.start()
-    install(HubSpotConnector(HubSpotSettings(base_url=hs.base_url, access_token=hs.token)))
+    install(HubSpotConnector(HubSpotSettings.with_token(hs.base_url, hs.token)))
     env = {
         "HUBSPOT_BASE_URL": hs.base_url,
         "HUBSPOT_ACCESS_TOKEN": hs.token,
         "SALESFORCE_INSTANCE_URL": sf.instance_url,
         "SALESFORCE_ACCESS_TOKEN": sf.token,
         "SALESFORCE_CA_BUNDLE": sf.ca_bundle,
-        "HANDOFF_STATE_URL": f"sqlite:///{tmp_path / 'state.db'}",
+        "SALESFORCE_WINDOW_LAG_SECONDS": "0",  # scenarios change records and sync within a second
+        "HANDOFF_STATE_URL": state_url,
     }
     yield Crms(hs, sf, hs_store, sf_store, env)
     hs.stop()
