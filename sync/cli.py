@@ -76,6 +76,14 @@ def _parser() -> argparse.ArgumentParser:
 
     install = sub.add_parser("install", help="create the custom fields crm-handoff needs in the CRMs")
     install.add_argument("--json", action="store_true")
+
+    run = sub.add_parser("run", help="the long-running worker: scheduled cycles, leases, /metrics")
+    run.add_argument("--config", **cfg)
+
+    db = sub.add_parser("db", help="the state database schema")
+    dsub = db.add_subparsers(dest="db_command", required=True, parser_class=_Parser)
+    dsub.add_parser("upgrade", help="apply pending migrations to HANDOFF_STATE_URL")
+    dsub.add_parser("current", help="print the schema revision of HANDOFF_STATE_URL")
     return p
 
 
@@ -188,6 +196,51 @@ def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
     return serve_sandboxes(Path(args.dir), args.hubspot_port, args.salesforce_port, seed=not args.empty)
 
 
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from sync.wiring import open_state
+    from sync.worker import serve
+
+    _mapping(args, settings)  # a broken mapping is exit 2 before anything starts
+    state = open_state(settings)
+    try:
+        return serve(settings, state, args.config)
+    finally:
+        state.close()
+
+
+def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError
+
+    from sync.migrations import current, head, upgrade
+    from sync.state import StateStore
+    from sync.wiring import _state_exists
+
+    where = make_url(settings.handoff_state_url).render_as_string(hide_password=True)
+    try:
+        if args.db_command == "current" and not _state_exists(settings.handoff_state_url):
+            print(f"{where}: empty (no schema yet; head is {head()})")
+            return EXIT_OK
+        store = StateStore(settings.handoff_state_url)
+        try:
+            if args.db_command == "upgrade":
+                before, after = upgrade(store.engine)
+                change = (
+                    f"upgraded {before or 'empty'} -> {after}" if before != after else f"already at {after}"
+                )
+                print(f"{where}: {change}")
+            else:
+                rev = current(store.engine)
+                note = "up to date" if rev == head() else f"behind head {head()}: run `handoff db upgrade`"
+                print(f"{where}: revision {rev} ({note})")
+        finally:
+            store.close()
+    except OperationalError as exc:
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        raise ConfigError(f"HANDOFF_STATE_URL: cannot use the state database {where}: {reason}") from None
+    return EXIT_OK
+
+
 COMMANDS = {
     "validate": cmd_validate,
     "sync": cmd_sync,
@@ -196,6 +249,8 @@ COMMANDS = {
     "install": cmd_install,
     "demo": cmd_demo,
     "sandbox": cmd_sandbox,
+    "run": cmd_run,
+    "db": cmd_db,
 }
 
 

@@ -64,26 +64,50 @@ def print_summary(s: dict[str, Any]) -> None:
             print(f"  {e['crm']} {e['record']}: {e['reason']}")
 
 
+def _run_row(r: dict[str, Any]) -> dict[str, Any]:
+    summary = r["summary"] or {}
+    return {
+        "id": r["id"],
+        "started_at": r["started_at"],
+        "status": r["status"],
+        "job": summary.get("job"),
+        "worker": summary.get("worker"),
+        "reason": summary.get("reason") or summary.get("error"),
+        "handed_off": summary.get("handed_off"),
+        "kept_in_nurture": summary.get("kept_in_nurture"),
+        "errors": len(summary.get("errors", [])),
+        "api_calls": summary.get("api_calls"),
+        "stopped": summary.get("stopped"),
+    }
+
+
+def _leases(state: StateStore) -> list[dict[str, Any]]:
+    from sqlalchemy import inspect, select
+
+    from sync.lease import leases
+
+    if not inspect(state.engine).has_table("leases"):
+        return []
+    with state.engine.connect() as conn:
+        rows = conn.execute(select(leases)).all()
+    return [{"name": r.name, "holder": r.holder, "expires_at": r.expires_at} for r in rows]
+
+
 def status_data(state: StateStore) -> dict[str, Any]:
     queued = state.queued()
     return {
-        "runs": [
-            {
-                "id": r["id"],
-                "started_at": r["started_at"],
-                "status": r["status"],
-                "handed_off": (r["summary"] or {}).get("handed_off"),
-                "kept_in_nurture": (r["summary"] or {}).get("kept_in_nurture"),
-                "errors": len((r["summary"] or {}).get("errors", [])),
-                "api_calls": (r["summary"] or {}).get("api_calls"),
-                "stopped": (r["summary"] or {}).get("stopped"),
-            }
-            for r in state.recent_runs(10)
-        ],
+        "runs": [_run_row(r) for r in state.runs_by_status(["skipped"], 10, exclude=True)],
+        "skipped": [_run_row(r) for r in state.runs_by_status(["skipped"], 5)],
+        "leases": _leases(state),
         "queue": {
             "size": len(queued),
             "top": [
-                {"person_key": q["person_key"], "score": q["score"], "reason": q["reason"]}
+                {
+                    "person_key": q["person_key"],
+                    "name": (q["snapshot"] or {}).get("name"),
+                    "score": q["score"],
+                    "reason": q["reason"],
+                }
                 for q in queued[:10]
             ],
         },
@@ -100,10 +124,23 @@ def print_status(d: dict[str, Any]) -> None:
         print("no runs yet")
     else:
         rows = [
-            [r["id"], r["started_at"], r["status"], r["handed_off"], r["kept_in_nurture"], r["errors"]]
+            [
+                r["id"],
+                r["started_at"],
+                r["status"],
+                r["handed_off"],
+                r["kept_in_nurture"],
+                r["errors"],
+                r.get("job") or "-",
+                r.get("reason") or "",
+            ]
             for r in d["runs"]
         ]
-        print(_table(rows, ["run", "started", "status", "handed off", "nurture", "errors"]))
+        print(_table(rows, ["run", "started", "status", "handed off", "nurture", "errors", "job", "reason"]))
+    for r in d.get("skipped", []):
+        print(f"  skipped {r['job']} at {r['started_at']} on {r['worker']}: {r['reason']}")
+    for lease in d.get("leases", []):
+        print(f"  lease {lease['name']}: held by {lease['holder']} until {lease['expires_at']}")
     print(f"\nnurture queue: {d['queue']['size']} waiting; pending handoff writes: {d['pending_intents']}")
     for q in d["queue"]["top"]:
         print(f"  {q['name'] or q['person_key']} ({q['person_key']}) score {q['score']}: {q['reason']}")

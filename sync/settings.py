@@ -117,6 +117,17 @@ class Settings(BaseSettings):
     hubspot_client_secret: SecretStr | None = None
     hubspot_refresh_token: SecretStr | None = None
 
+    # --- worker ---
+    handoff_auto_migrate: bool = Field(True, description="Apply pending state migrations on start")
+    handoff_sync_interval_seconds: int = Field(300, ge=1, le=86_400)
+    handoff_schedule_file: Path | None = Field(None, description="YAML schedule: interval/cron per job")
+    handoff_metrics_host: str = "0.0.0.0"
+    handoff_metrics_port: int = Field(9102, ge=0, le=65_535, description="0 disables /metrics, /healthz")
+    handoff_lease_ttl_seconds: float = Field(30.0, ge=1, le=3_600)
+    handoff_misfire_grace_seconds: int = Field(60, ge=1)
+    handoff_stop_timeout_seconds: float = Field(20.0, gt=0, le=3_600)
+    handoff_worker_id: str | None = Field(None, description="Lease holder name (default host:pid)")
+
 
 def _secret_files(env: dict[str, str]) -> dict[str, str]:
     out = {}

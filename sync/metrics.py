@@ -1,0 +1,112 @@
+"""Prometheus metrics of the worker, fed from each cycle's summary, and its HTTP endpoint.
+
+One dedicated ``CollectorRegistry`` per worker (no global state). ``/metrics`` serves
+the Prometheus text format, ``/healthz`` a small JSON status (503 while stopping).
+Rate-limit waits per CRM are not exported yet: the cycle summary does not carry them.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from werkzeug.serving import BaseWSGIServer, make_server
+
+HealthFn = Callable[[], tuple[bool, dict[str, Any]]]
+
+
+class Metrics:
+    """The worker's counters and gauges in their own registry."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.runs = Counter("handoff_runs", "Jobs run, by job and outcome", ["job", "status"], registry=r)
+        self.skips = Counter(
+            "handoff_runs_skipped", "Jobs skipped, by job and why", ["job", "why"], registry=r
+        )
+        self.pulled = Counter("handoff_records_pulled", "People pulled, per CRM", ["crm"], registry=r)
+        self.handoffs = Counter("handoff_handoffs", "Leads handed off, per rep", ["rep"], registry=r)
+        self.tasks = Counter("handoff_tasks_created", "Handoff tasks created, per CRM", ["crm"], registry=r)
+        self.api_calls = Counter("handoff_api_calls", "CRM API calls, per CRM", ["crm"], registry=r)
+        self.errors = Counter("handoff_errors", "Errors, by kind and CRM", ["kind", "crm"], registry=r)
+        self.capacity = Gauge("handoff_rep_capacity", "Weekly capacity per rep", ["rep"], registry=r)
+        self.capacity_used = Gauge(
+            "handoff_rep_capacity_used", "Handoffs counted against this week's capacity", ["rep"], registry=r
+        )
+        self.nurture = Gauge(
+            "handoff_kept_in_nurture", "Sales-ready people waiting after the last run", registry=r
+        )
+        self.duration = Histogram(
+            "handoff_run_duration_seconds",
+            "Duration of cycles",
+            buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800),
+            registry=r,
+        )
+        self.last_success = Gauge(
+            "handoff_last_success_timestamp_seconds", "Unix time of the last successful cycle", registry=r
+        )
+
+    def observe(self, summary: dict[str, Any], job: str, status: str, seconds: float) -> None:
+        """Count one finished cycle from its summary dict."""
+        self.runs.labels(job, status).inc()
+        self.duration.observe(seconds)
+        _add(self.pulled, summary.get("people_pulled", {}).items())
+        _add(self.handoffs, summary.get("handed_off_per_rep", {}).items())
+        _add(self.tasks, summary.get("tasks_created", {}).items())
+        _add(self.api_calls, summary.get("api_calls", {}).items())
+        for err in summary.get("errors", []):
+            self.errors.labels("record_failed", err.get("crm", "")).inc()
+        for rep, cap in summary.get("capacity_per_rep", {}).items():
+            self.capacity.labels(rep).set(cap.get("capacity", 0))
+            self.capacity_used.labels(rep).set(cap.get("used_before", 0) + cap.get("assigned", 0))
+        self.nurture.set(summary.get("kept_in_nurture", 0))
+        if status == "ok":
+            self.last_success.set_to_current_time()
+
+    def failed(self, job: str, kind: str, crm: str = "") -> None:
+        self.runs.labels(job, "failed").inc()
+        self.errors.labels(kind, crm).inc()
+
+    def skipped(self, job: str, why: str) -> None:
+        self.skips.labels(job, why).inc()
+
+
+def _add(counter: Counter, items: Iterable[tuple[str, Any]]) -> None:
+    for label, value in items:
+        counter.labels(label).inc(float(value or 0))
+
+
+class MetricsServer:
+    """``/metrics`` and ``/healthz`` on a background thread (werkzeug)."""
+
+    def __init__(self, metrics: Metrics, health: HealthFn, host: str, port: int) -> None:
+        self._metrics_app = make_wsgi_app(metrics.registry)
+        self._health = health
+        self.server: BaseWSGIServer = make_server(host, port, self._app, threaded=True)
+        self.port = int(self.server.server_port)
+        self._thread = threading.Thread(target=self.server.serve_forever, name="metrics-http", daemon=True)
+
+    def _app(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            return self._metrics_app(environ, start_response)
+        if path == "/healthz":
+            ok, body = self._health()
+            start_response(
+                "200 OK" if ok else "503 Service Unavailable", [("Content-Type", "application/json")]
+            )
+            return [json.dumps(body, default=str).encode()]
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"not found: try /metrics or /healthz\n"]
+
+    def start(self) -> MetricsServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(timeout=5)
