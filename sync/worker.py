@@ -127,7 +127,7 @@ class Worker:
         finally:
             structlog.contextvars.unbind_contextvars("run_id", "job")
         s = result.summary
-        status = "partial" if result.exit_code else "ok"
+        status = "stopped" if s.get("stopped") else ("partial" if result.exit_code else "ok")
         if s.get("run_id"):
             self.state.annotate_run(s["run_id"], {"job": job, "worker": self.holder, "run_uid": run_uid})
         self.metrics.observe(s, job, status, time.monotonic() - started)
