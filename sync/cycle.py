@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -119,10 +119,7 @@ def _process(engine: Engine, ctx: CycleContext, people: list[Person], fresh: boo
     live = [p for p in people if not p.deleted]
     if fresh and not ctx.dry_run:
         state.save_people(live)
-        for crm in engine.connectors:
-            gone = [p.id for p in people if p.deleted and p.crm == crm]
-            if gone:
-                state.forget_people(crm, gone)
+        _forget_deleted(engine, ctx, [p for p in people if p.deleted])
     if fresh:
         window = ctx.now - timedelta(days=engine.window_days)
         for crm, conn in engine.connectors.items():
@@ -153,6 +150,19 @@ def _process(engine: Engine, ctx: CycleContext, people: list[Person], fresh: boo
     state.save_identities([p.identity() for p in profiles.values()])
     state.save_field_values({k: dict(p.values) for k, p in profiles.items() if p.hubspot and p.salesforce})
     state.record_stages({k: p.stage for k, p in profiles.items() if p.stage}, ctx.now)
+
+
+def _forget_deleted(engine: Engine, ctx: CycleContext, gone: Sequence[Person]) -> None:
+    """Records deleted in a CRM leave the mirror; their people leave the queue."""
+    if not gone:
+        return
+    for crm in engine.connectors:
+        ids = [p.id for p in gone if p.crm == crm]
+        if ids:
+            engine.state.forget_people(crm, ids)
+    hs = [p.id for p in gone if p.crm == "hubspot"]
+    sf = [p.id for p in gone if p.crm == "salesforce"]
+    engine.dequeue(ctx, [i.person_key for i in engine.state.identities_for(hs, sf, [])])
 
 
 def _plan_handoffs(engine: Engine, ctx: CycleContext, plan: HandoffPlan, routing: RoutingPlan) -> None:
@@ -484,11 +494,39 @@ def _apply_writes(engine: Engine, ctx: CycleContext, writes: _Writes) -> None:
             if not res.ok:
                 _error(engine, ctx, crm, f"person {res.key}", res.error or "rejected")
         updates = [PersonUpdate(pid, ot, vals) for (c, pid, ot), vals in writes.values.items() if c == crm]
+        written: dict[str, dict[str, Any]] = {}
         for res in conn.update_people(updates) if updates else []:
             if res.ok:
                 ctx.count("updated", crm)
+                written[res.key] = writes.values[(crm, res.key, _object_type(updates, res.key))]
             else:
                 _error(engine, ctx, crm, f"person {res.key}", res.error or "rejected")
+        _mirror_writes(engine, crm, written)
+
+
+def _object_type(updates: Sequence[PersonUpdate], person_id: str) -> str:
+    return next(u.object_type for u in updates if u.person_id == person_id)
+
+
+def _mirror_writes(engine: Engine, crm: str, written: dict[str, dict[str, Any]]) -> None:
+    """Our own writes go into the mirror too, so the next chunk or cycle does not decide
+    (and write) them again from a stale copy."""
+    if not written:
+        return
+    link = engine.connectors[crm].handoff_fields["link"]
+    owner = "hubspot_owner_id" if crm == "hubspot" else "OwnerId"
+    fresh = []
+    for person in engine.state.people_by_ids(crm, list(written)):
+        values = {k: None if v is None else str(v) for k, v in written[person.id].items()}
+        fresh.append(
+            replace(
+                person,
+                values={**person.values, **values},
+                linked_id=values.get(link, person.linked_id),
+                owner_id=values.get(owner, person.owner_id),
+            )
+        )
+    engine.state.save_people(fresh)
 
 
 # --- summary ------------------------------------------------------------------

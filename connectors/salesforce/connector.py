@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
+from urllib.parse import quote_plus, urlencode
 
 import requests
 import structlog
@@ -41,6 +42,8 @@ log = structlog.get_logger("handoff.salesforce")
 T = TypeVar("T")
 
 COLLECTION = 200  # sObject Collections maximum per call
+COMPOSITE_QUERIES = 5  # a Composite request may carry 5 queries (one API call)
+DELETED_WINDOW = timedelta(days=15) - timedelta(minutes=5)  # getDeleted keeps 15 days
 ID_CHUNK = 200  # ids per "Id IN (...)" query, well inside URL limits
 
 HANDOFF_FIELDS = {
@@ -119,6 +122,14 @@ def parse_time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def _deleted_start(since: datetime, upper: datetime) -> datetime:
+    """getDeleted's start: at most 15 days back, and at least 2 minutes before the end
+    (the API works in whole minutes; seeing a delete twice is harmless)."""
+    return min(max(since, datetime.now(UTC) - DELETED_WINDOW), upper - timedelta(minutes=2)).replace(
+        microsecond=0
+    )
+
+
 def _ceil_second(at: datetime) -> str:
     """SOQL datetime literals have whole seconds: round the window's end up, never down."""
     whole = at.replace(microsecond=0)
@@ -159,6 +170,7 @@ class SalesforceConnector:
             session=self.session,
         )
         self._used_at_start: int | None = None
+        self._prefetched: dict[str, dict[str, Any]] = {}
         self.lead_fields = sorted(set(LEAD_FIELDS) | set(lead_fields))
         self.contact_fields = sorted(set(CONTACT_FIELDS) | set(contact_fields))
 
@@ -216,9 +228,37 @@ class SalesforceConnector:
                     raise classify(exc) from None
         raise AssertionError("unreachable")
 
+    def _query_url(self, soql: str, include_deleted: bool = False) -> str:
+        resource = "queryAll" if include_deleted else "query"
+        return f"/services/data/v{self.settings.api_version}/{resource}/?q={quote_plus(soql)}"
+
+    def _first_page(self, soql: str, include_deleted: bool = False) -> dict[str, Any]:
+        cached = self._prefetched.pop(self._query_url(soql, include_deleted), None)
+        if cached is not None:
+            return cached
+        return self._call(self.sf.query, soql, include_deleted=include_deleted)
+
+    def _prefetch(self, urls: Sequence[str]) -> None:
+        """First pages of several GETs in Composite requests: one API call per 5 of them.
+
+        A subrequest that fails is simply not cached: the ordinary call made later
+        raises its error the usual way.
+        """
+        for part in chunked(urls, COMPOSITE_QUERIES):
+            body = {
+                "allOrNone": False,
+                "compositeRequest": [
+                    {"method": "GET", "url": u, "referenceId": f"r{i}"} for i, u in enumerate(part)
+                ],
+            }
+            res = self._call(self.sf.restful, "composite", method="POST", json=body) or {}
+            for url, sub in zip(part, res.get("compositeResponse", []), strict=False):
+                if sub.get("httpStatusCode") == 200 and isinstance(sub.get("body"), dict):
+                    self._prefetched[url] = sub["body"]
+
     def query(self, soql: str, include_deleted: bool = False) -> Iterator[dict[str, Any]]:
         """All records of a query, page by page (each page one retried call)."""
-        page = self._call(self.sf.query, soql, include_deleted=include_deleted)
+        page = self._first_page(soql, include_deleted)
         while True:
             yield from page.get("records", [])
             if page.get("done", True) or not page.get("nextRecordsUrl"):
@@ -269,16 +309,21 @@ class SalesforceConnector:
         upper = state.get("upper") or _ceil_second(
             datetime.now(UTC) - timedelta(seconds=self.settings.window_lag)
         )
-        phases = ["Lead", "Contact"] + (["Opportunity"] if since is not None else [])
+        phases = ["Lead", "Contact"] + (["Opportunity", "Deleted"] if since is not None else [])
         first = phases.index(state["phase"]) if state.get("phase") in phases else 0
+        if since is not None and not state:
+            self._prefetch(self._pass_urls(since, datetime.fromisoformat(upper)))
         for i, phase in enumerate(phases[first:], start=first):
             after = (state.get("ts"), state.get("id")) if i == first and state.get("ts") else None
-            if phase == "Opportunity":
+            if phase in ("Opportunity", "Deleted"):
                 assert since is not None
-                people = [
-                    self._person(r, "lead", st)
-                    for r, st in self._leads_with_changed_opportunities(since, upper)
-                ]
+                if phase == "Opportunity":
+                    people = [
+                        self._person(r, "lead", st)
+                        for r, st in self._leads_with_changed_opportunities(since, upper)
+                    ]
+                else:
+                    people = self._deleted(since, datetime.fromisoformat(upper))
                 last = i + 1 == len(phases)
                 token = None if last else {"phase": phases[i + 1], "upper": upper}
                 yield PeoplePage(people, token, datetime.fromisoformat(upper) if last else None)
@@ -299,7 +344,7 @@ class SalesforceConnector:
             (self.lead_fields, "lead") if obj == "Lead" else (self.contact_fields, "contact")
         )
         soql = self._window_soql(obj, fields, since, datetime.fromisoformat(upper), after)
-        page = self._call(self.sf.query, soql, include_deleted=since is not None)
+        page = self._first_page(soql, include_deleted=since is not None)
         while True:
             records = page.get("records", [])
             stages = self._opportunity_stages(
@@ -349,11 +394,7 @@ class SalesforceConnector:
         self, since: datetime, upper: str
     ) -> Iterator[tuple[dict[str, Any], str]]:
         """Outcomes flow back: a converted lead whose Opportunity moved is pulled again."""
-        soql = format_soql(
-            "SELECT Id, StageName FROM Opportunity WHERE SystemModstamp >= {} AND SystemModstamp < {}",
-            since,
-            datetime.fromisoformat(upper),
-        )
+        soql = self._opportunities_soql(since, datetime.fromisoformat(upper))
         stages = {r["Id"]: r.get("StageName") or "" for r in self.query(soql)}
         for part in chunked(sorted(stages), ID_CHUNK):
             soql = format_soql(
@@ -362,6 +403,49 @@ class SalesforceConnector:
             )
             for r in self.query(soql):
                 yield r, stages.get(r.get("ConvertedOpportunityId") or "", "")
+
+    @staticmethod
+    def _opportunities_soql(since: datetime, upper: datetime) -> str:
+        return format_soql(
+            "SELECT Id, StageName FROM Opportunity WHERE SystemModstamp >= {} AND SystemModstamp < {}",
+            since,
+            upper,
+        )
+
+    def _deleted(self, since: datetime, upper: datetime) -> list[Person]:
+        """Hard and soft deletes from the replication API (it keeps 15 days of them)."""
+        start = _deleted_start(since, upper)
+        if start > since:
+            log.warning(
+                "salesforce_deletes_window", since=since.isoformat(), note="older deletes are not seen"
+            )
+        out: list[Person] = []
+        for obj, object_type in (("Lead", "lead"), ("Contact", "contact")):
+            url = self._deleted_url(obj, start, upper)
+            res = self._prefetched.pop(url, None) or self._call(
+                self.sf.restful, url.split(f"/v{self.settings.api_version}/", 1)[1]
+            )
+            for rec in (res or {}).get("deletedRecords", []):
+                when = parse_time(rec.get("deletedDate")) or upper
+                out.append(Person("salesforce", rec["id"], object_type, None, {}, when, deleted=True))
+        return out
+
+    def _deleted_url(self, obj: str, start: datetime, end: datetime) -> str:
+        window = urlencode(
+            {"start": start.isoformat(timespec="seconds"), "end": end.isoformat(timespec="seconds")}
+        )
+        return f"/services/data/v{self.settings.api_version}/sobjects/{obj}/deleted/?{window}"
+
+    def _pass_urls(self, since: datetime, upper: datetime) -> list[str]:
+        """The first request of every phase of an incremental pass (prefetched together)."""
+        start = _deleted_start(since, upper)
+        return [
+            self._query_url(self._window_soql("Lead", self.lead_fields, since, upper, None), True),
+            self._query_url(self._window_soql("Contact", self.contact_fields, since, upper, None), True),
+            self._query_url(self._opportunities_soql(since, upper)),
+            self._deleted_url("Lead", start, upper),
+            self._deleted_url("Contact", start, upper),
+        ]
 
     def _opportunity_stages(self, ids: Sequence[str]) -> dict[str, str]:
         stages: dict[str, str] = {}
@@ -377,11 +461,29 @@ class SalesforceConnector:
         return iter(())
 
     def pull_activities(self, since: datetime) -> Iterator[Activity]:
+        self._prefetch([self._query_url(q) for q in self._activity_soql(since)])
+        calls, events, members = self._activity_soql(since)
+        yield from self._calls_and_meetings(calls, events, since)
+        yield from self._campaign_activity(members, since)
+
+    @staticmethod
+    def _activity_soql(since: datetime) -> tuple[str, str, str]:
         calls = format_soql(
             "SELECT Id, WhoId, Subject, CreatedDate FROM Task WHERE SystemModstamp >= {} "
             "AND TaskSubtype = 'Call' AND Handoff_Key__c = null",
             since,
         )
+        events = format_soql(
+            "SELECT Id, WhoId, Subject, StartDateTime FROM Event WHERE SystemModstamp >= {}", since
+        )
+        members = format_soql(
+            "SELECT Id, CampaignId, LeadId, ContactId, Status, FirstRespondedDate, SystemModstamp "
+            "FROM CampaignMember WHERE SystemModstamp >= {} AND HasResponded = true",
+            since,
+        )
+        return calls, events, members
+
+    def _calls_and_meetings(self, calls: str, events: str, since: datetime) -> Iterator[Activity]:
         for r in self.query(calls):
             if r.get("WhoId"):
                 yield Activity(
@@ -392,9 +494,6 @@ class SalesforceConnector:
                     r["WhoId"],
                     title=r.get("Subject") or "",
                 )
-        events = format_soql(
-            "SELECT Id, WhoId, Subject, StartDateTime FROM Event WHERE SystemModstamp >= {}", since
-        )
         for r in self.query(events):
             if r.get("WhoId"):
                 yield Activity(
@@ -405,14 +504,8 @@ class SalesforceConnector:
                     r["WhoId"],
                     title=r.get("Subject") or "",
                 )
-        yield from self._campaign_activity(since)
 
-    def _campaign_activity(self, since: datetime) -> Iterator[Activity]:
-        soql = format_soql(
-            "SELECT Id, CampaignId, LeadId, ContactId, Status, FirstRespondedDate, SystemModstamp "
-            "FROM CampaignMember WHERE SystemModstamp >= {} AND HasResponded = true",
-            since,
-        )
+    def _campaign_activity(self, soql: str, since: datetime) -> Iterator[Activity]:
         members = list(self.query(soql))
         campaigns: dict[str, dict[str, Any]] = {}
         for part in chunked(sorted({m["CampaignId"] for m in members}), ID_CHUNK):

@@ -96,6 +96,7 @@ def _rules() -> Map:
         ("/sobjects/<sobject>/deleted/", "deleted", ["GET"]),
         ("/sobjects/<sobject>/<record_id>", "record", ["GET", "PATCH", "DELETE"]),
         ("/sobjects/<sobject>/<field>/<path:value>", "by_external_id", ["GET", "PATCH"]),
+        ("/composite", "composite", ["POST"]),
         ("/composite/sobjects", "collections", ["POST", "PATCH", "DELETE"]),
         ("/composite/sobjects/<sobject>", "collections_retrieve", ["GET", "POST"]),
         ("/composite/sobjects/<sobject>/<field>", "collections_upsert", ["PATCH"]),
@@ -244,6 +245,65 @@ class SalesforceSandbox:
             body = [{"message": exc.message, "errorCode": exc.status_code, "fields": exc.fields}]
             response = _json(body, status)
         return self._limited(response)
+
+    # ------------------------------------------------------------------ composite
+
+    def _composite(self, request: Request) -> Response:
+        """``POST /composite``: up to 25 independent subrequests (at most 5 queries or
+        collections), one API call in all. References between subrequests are not
+        supported (crm-handoff does not use them)."""
+        body = request.get_json(silent=True) or {}
+        subs = body.get("compositeRequest")
+        if not isinstance(subs, list) or not subs:
+            raise ApiError(400, "JSON_PARSER_ERROR", "compositeRequest: expected a non-empty list")
+        heavy = sum(
+            1
+            for r in subs
+            if "/query" in str(r.get("url", "")) or "/composite/sobjects" in str(r.get("url", ""))
+        )
+        if len(subs) > 25 or heavy > 5:
+            raise ApiError(
+                400,
+                "INVALID_FIELD",
+                "a composite request has at most 25 subrequests, 5 of them queries or collections",
+            )
+        auth = request.headers.get("Authorization", "")
+        out = [self._subrequest(r, auth) for r in subs]
+        return _json({"compositeResponse": out})
+
+    def _subrequest(self, sub: dict[str, Any], auth: str) -> dict[str, Any]:
+        from werkzeug.test import EnvironBuilder
+
+        url = str(sub.get("url", ""))
+        path, _, query = url.partition("?")
+        builder = EnvironBuilder(
+            path=path,
+            query_string=query,
+            method=str(sub.get("method", "GET")),
+            json=sub.get("body"),
+            headers=[("Authorization", auth)],
+        )
+        inner = Request(builder.get_environ())
+        try:
+            rule, args = self._map.bind_to_environ(inner.environ).match(return_rule=True)
+            args = dict(args)
+            args.pop("version", None)
+            response = getattr(self, "_" + str(rule.endpoint))(inner, **args)
+        except ApiError as exc:
+            response = _json(exc.body, exc.status)
+        except SoqlError as exc:
+            response = _json([{"message": exc.message, "errorCode": exc.error_code}], 400)
+        except (NotFound, HTTPException):
+            response = _json(
+                [{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}], 404
+            )
+        data = response.get_data(as_text=True)
+        return {
+            "body": json.loads(data) if data else None,
+            "httpHeaders": {},
+            "httpStatusCode": response.status_code,
+            "referenceId": sub.get("referenceId"),
+        }
 
     def _limited(self, response: Response) -> Response:
         response.headers["Sforce-Limit-Info"] = f"api-usage={self.api_usage}/{self.daily_api_limit}"
