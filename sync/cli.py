@@ -115,7 +115,7 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
-    from sync.cycle import run_cycle
+    from sync.cycle import run_cycle_or_fail as run_cycle
     from sync.report import print_summary
     from sync.wiring import build_engine, open_state
 

@@ -54,6 +54,15 @@ class Settings(BaseSettings):
     salesforce_ca_bundle: Path | None = None
     salesforce_api_version: str = "62.0"
     salesforce_timeout_seconds: float = Field(60.0, gt=0)
+    salesforce_budget_run_percent: float = Field(
+        25.0, gt=0, le=100, description="share of the daily API allocation one run may use"
+    )
+    salesforce_budget_total_percent: float = Field(
+        80.0, gt=0, le=100, description="stop when the org has used this share"
+    )
+    salesforce_window_lag_seconds: float = Field(
+        2.0, ge=0, le=3600, description="pull windows end this far behind now"
+    )
 
     @field_validator("salesforce_api_version")
     @classmethod

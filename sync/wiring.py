@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from connectors.base import Connector
 from mappings.models import MappingSet
 from sync.engine import Engine
@@ -13,47 +15,77 @@ from sync.settings import Settings
 from sync.state import StateStore
 
 
+def _secret(value: SecretStr | None) -> str:
+    return value.get_secret_value() if value else ""
+
+
 def build_connectors(settings: Settings, mapping: MappingSet) -> dict[str, Connector]:
     """The connectors whose settings are present; ConfigError if none or half-set."""
     out: dict[str, Connector] = {}
     if settings.hubspot_enabled:
-        if not (settings.hubspot_base_url and settings.hubspot_access_token):
-            raise ConfigError("HubSpot: set both HUBSPOT_BASE_URL and HUBSPOT_ACCESS_TOKEN")
-        from connectors.hubspot.connector import DEFAULT_EVENT_KINDS, HubSpotConnector, HubSpotSettings
-
-        hs = HubSpotSettings(
-            base_url=settings.hubspot_base_url,
-            access_token=settings.hubspot_access_token.get_secret_value(),
-            event_kinds=settings.event_kinds() or dict(DEFAULT_EVENT_KINDS),
-            timeout=settings.hubspot_timeout_seconds,
-        )
-        props = [f.hubspot for f in mapping.fields.fields if f.hubspot]
-        out["hubspot"] = HubSpotConnector(hs, props)
+        out["hubspot"] = _hubspot(settings, mapping)
     if settings.salesforce_enabled:
-        if not (settings.salesforce_instance_url and settings.salesforce_access_token):
-            raise ConfigError("Salesforce: set both SALESFORCE_INSTANCE_URL and SALESFORCE_ACCESS_TOKEN")
-        if settings.salesforce_ca_bundle and not settings.salesforce_ca_bundle.exists():
-            raise ConfigError(f"SALESFORCE_CA_BUNDLE: no such file {settings.salesforce_ca_bundle}")
-        from connectors.salesforce.connector import SalesforceConnector, SalesforceSettings
-
-        sf = SalesforceSettings(
-            instance_url=settings.salesforce_instance_url,
-            access_token=settings.salesforce_access_token.get_secret_value(),
-            ca_bundle=str(settings.salesforce_ca_bundle) if settings.salesforce_ca_bundle else None,
-            api_version=settings.salesforce_api_version,
-            timeout=settings.salesforce_timeout_seconds,
-        )
-        leads = [f.salesforce.lead for f in mapping.fields.fields if f.salesforce and f.salesforce.lead]
-        contacts = [
-            f.salesforce.contact for f in mapping.fields.fields if f.salesforce and f.salesforce.contact
-        ]
-        out["salesforce"] = SalesforceConnector(sf, leads, contacts)
+        out["salesforce"] = _salesforce(settings, mapping)
     if not out:
         raise ConfigError(
             "no CRM configured: set HUBSPOT_BASE_URL + HUBSPOT_ACCESS_TOKEN and/or "
             "SALESFORCE_INSTANCE_URL + SALESFORCE_ACCESS_TOKEN (or run `handoff demo`)"
         )
     return out
+
+
+def _hubspot(settings: Settings, mapping: MappingSet) -> Connector:
+    from connectors.hubspot.auth import HubSpotAuthSettings
+    from connectors.hubspot.connector import DEFAULT_EVENT_KINDS, HubSpotConnector, HubSpotSettings
+
+    if not settings.hubspot_base_url:
+        raise ConfigError("HubSpot: set HUBSPOT_BASE_URL (https://api.hubapi.com for real HubSpot)")
+    auth = HubSpotAuthSettings(
+        base_url=settings.hubspot_base_url,
+        access_token=_secret(settings.hubspot_access_token),
+        client_id=settings.hubspot_client_id or "",
+        client_secret=_secret(settings.hubspot_client_secret),
+        refresh_token=_secret(settings.hubspot_refresh_token),
+        timeout=settings.hubspot_timeout_seconds,
+    )
+    hs = HubSpotSettings(
+        auth=auth,
+        event_kinds=settings.event_kinds() or dict(DEFAULT_EVENT_KINDS),
+        timeout=settings.hubspot_timeout_seconds,
+    )
+    return HubSpotConnector(hs, [f.hubspot for f in mapping.fields.fields if f.hubspot])
+
+
+def _salesforce(settings: Settings, mapping: MappingSet) -> Connector:
+    from connectors.salesforce.auth import SalesforceAuthSettings
+    from connectors.salesforce.connector import SalesforceConnector, SalesforceSettings
+
+    if settings.salesforce_ca_bundle and not settings.salesforce_ca_bundle.exists():
+        raise ConfigError(f"SALESFORCE_CA_BUNDLE: no such file {settings.salesforce_ca_bundle}")
+    auth = SalesforceAuthSettings(
+        login_url=settings.salesforce_login_url or "https://login.salesforce.com",
+        access_token=_secret(settings.salesforce_access_token),
+        instance_url=settings.salesforce_instance_url or "",
+        client_id=settings.salesforce_client_id or "",
+        client_secret=_secret(settings.salesforce_client_secret),
+        username=settings.salesforce_username or "",
+        password=_secret(settings.salesforce_password),
+        security_token=_secret(settings.salesforce_security_token),
+        private_key=_secret(settings.salesforce_private_key),
+        refresh_token=_secret(settings.salesforce_refresh_token),
+        ca_bundle=str(settings.salesforce_ca_bundle) if settings.salesforce_ca_bundle else None,
+    )
+    sf = SalesforceSettings(
+        auth=auth,
+        api_version=settings.salesforce_api_version,
+        timeout=settings.salesforce_timeout_seconds,
+        window_lag=settings.salesforce_window_lag_seconds,
+        budget_run_percent=settings.salesforce_budget_run_percent,
+        budget_total_percent=settings.salesforce_budget_total_percent,
+    )
+    leads = [f.salesforce.lead for f in mapping.fields.fields if f.salesforce and f.salesforce.lead]
+    contacts = [f.salesforce.contact for f in mapping.fields.fields if f.salesforce and f.salesforce.contact]
+    return SalesforceConnector(sf, leads, contacts)
 
 
 def open_state(settings: Settings, read_only: bool = False) -> StateStore:
