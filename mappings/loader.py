@@ -135,6 +135,15 @@ def load_mappings(config: Path | str | None = None) -> MappingSet:
     return mapping
 
 
+def locate(config: Path | str | None, problems: list[tuple[str, Loc, str]]) -> list[str]:
+    """Format (file, field path, message) problems as ``FILE:LINE: PATH: message`` lines."""
+    sources = _read_sources(Path(config) if config else default_dir())
+    return [
+        f"{_where(sources, name, loc)}: {_format_loc(loc) if loc else name}: {msg}"
+        for name, loc, msg in problems
+    ]
+
+
 def _where(sources: dict[str, _Source], name: str, loc: Loc) -> str:
     src = sources[name]
     line = src.line(loc)

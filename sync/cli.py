@@ -64,8 +64,14 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument("--as-of", metavar="ISO", help="pretend the current time is ISO (replays and tests)")
     sync.add_argument("--config", **cfg)
 
-    validate = sub.add_parser("validate", help="check the mapping files")
+    validate = sub.add_parser(
+        "validate",
+        help="check the mapping files (and, where CRM settings are present, against the live CRMs)",
+    )
     validate.add_argument("--config", **cfg)
+    validate.add_argument(
+        "--offline", action="store_true", help="check the files only, even with CRM settings"
+    )
 
     status = sub.add_parser("status", help="recent runs, the nurture queue, failed records")
     status.add_argument("--json", action="store_true")
@@ -111,6 +117,15 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
         f"(threshold {mapping.sales_ready.threshold}), {len(reps)} reps "
         f"(weekly capacity {sum(r.weekly_capacity for r in reps if r.active)})"
     )
+    if args.offline or not (settings.hubspot_enabled or settings.salesforce_enabled):
+        return EXIT_OK
+    from sync.live import check_live
+
+    config = getattr(args, "config", None) or settings.handoff_config
+    checked, problems = check_live(settings, mapping, config)
+    if problems:
+        raise ConfigError(problems)
+    print(f"ok: the mapping matches the live {' and '.join(checked)} account(s)")
     return EXIT_OK
 
 

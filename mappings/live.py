@@ -1,0 +1,152 @@
+"""Checks of a mapping set against what a live CRM actually holds (pure).
+
+Each connector reads its CRM's schema into a ``CrmSchema``; the functions here compare
+the mapping with it and return problems as (file, field path, message), which the CLI
+prints with the file's line numbers like any other validation error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mappings.models import MappingSet
+
+Problem = tuple[str, tuple[str | int, ...], str]
+
+
+@dataclass(frozen=True)
+class CrmSchema:
+    """What a CRM has: fields per object, picklist values per field, people by email."""
+
+    crm: str
+    fields: dict[str, set[str]] = field(default_factory=dict)  # object -> field names
+    options: dict[str, set[str]] = field(default_factory=dict)  # "object.field" -> values
+    active_people: set[str] = field(default_factory=set)  # emails of active owners/users
+
+
+def _values(schema: CrmSchema, key: str, value: str, file: str, loc: tuple[str | int, ...]) -> list[Problem]:
+    known = schema.options.get(key)
+    if known is None or value in known:
+        return []
+    return [
+        (
+            file,
+            loc,
+            f"{value!r} is not a {key} value in this {schema.crm} account (it has: {', '.join(sorted(known))})",
+        )
+    ]
+
+
+def check_hubspot(m: MappingSet, schema: CrmSchema, own_fields: list[str]) -> list[Problem]:
+    """Lifecycle stages, lead statuses and properties the mapping names, in a live portal."""
+    out: list[Problem] = []
+    for stage, spec in m.lifecycle.stages.items():
+        for i, v in enumerate(spec.hubspot.lifecyclestage):
+            out += _values(
+                schema,
+                "contacts.lifecyclestage",
+                v,
+                "lifecycle",
+                ("stages", stage, "hubspot", "lifecyclestage", i),
+            )
+        for i, v in enumerate(spec.hubspot.lead_status):
+            out += _values(
+                schema,
+                "contacts.hs_lead_status",
+                v,
+                "lifecycle",
+                ("stages", stage, "hubspot", "lead_status", i),
+            )
+    for stage, w in m.lifecycle.write.items():
+        if w.hubspot.lifecyclestage:
+            out += _values(
+                schema,
+                "contacts.lifecyclestage",
+                w.hubspot.lifecyclestage,
+                "lifecycle",
+                ("write", stage, "hubspot", "lifecyclestage"),
+            )
+        if w.hubspot.lead_status:
+            out += _values(
+                schema,
+                "contacts.hs_lead_status",
+                w.hubspot.lead_status,
+                "lifecycle",
+                ("write", stage, "hubspot", "lead_status"),
+            )
+    contact_fields = schema.fields.get("contacts", set())
+    for i, f in enumerate(m.fields.fields):
+        if f.hubspot and f.hubspot not in contact_fields:
+            out.append(
+                (
+                    "fields",
+                    ("fields", i, "hubspot"),
+                    f"contact property {f.hubspot!r} does not exist in this portal",
+                )
+            )
+    for name in own_fields:
+        if name not in contact_fields | schema.fields.get("tasks", set()):
+            out.append(("handoff", (), f"HubSpot property {name!r} is missing: run `handoff install`"))
+    out += _reps(m, schema, "hubspot")
+    return out
+
+
+def check_salesforce(m: MappingSet, schema: CrmSchema, own_fields: dict[str, list[str]]) -> list[Problem]:
+    """Lead Status / Opportunity stage values, fields and custom fields, in a live org."""
+    out: list[Problem] = []
+    for stage, spec in m.lifecycle.stages.items():
+        for i, v in enumerate(spec.salesforce.lead_status):
+            out += _values(
+                schema, "Lead.Status", v, "lifecycle", ("stages", stage, "salesforce", "lead_status", i)
+            )
+        for i, v in enumerate(spec.salesforce.opportunity_stage):
+            out += _values(
+                schema,
+                "Opportunity.StageName",
+                v,
+                "lifecycle",
+                ("stages", stage, "salesforce", "opportunity_stage", i),
+            )
+    for stage, w in m.lifecycle.write.items():
+        if w.salesforce.lead_status:
+            out += _values(
+                schema,
+                "Lead.Status",
+                w.salesforce.lead_status,
+                "lifecycle",
+                ("write", stage, "salesforce", "lead_status"),
+            )
+    for i, f in enumerate(m.fields.fields):
+        for obj in ("lead", "contact"):
+            name = f.salesforce_name(obj)
+            sobject = obj.capitalize()
+            if name and name not in schema.fields.get(sobject, set()):
+                out.append(
+                    (
+                        "fields",
+                        ("fields", i, "salesforce", obj),
+                        f"{sobject}.{name} does not exist in this org",
+                    )
+                )
+    for sobject, names in own_fields.items():
+        for name in names:
+            if name not in schema.fields.get(sobject, set()):
+                out.append(
+                    (
+                        "handoff",
+                        (),
+                        f"Salesforce field {sobject}.{name} is missing: run `handoff install` for instructions",
+                    )
+                )
+    out += _values(schema, "Task.Status", "Not Started", "handoff", ())
+    out += _reps(m, schema, "salesforce")
+    return out
+
+
+def _reps(m: MappingSet, schema: CrmSchema, crm: str) -> list[Problem]:
+    out: list[Problem] = []
+    for i, rep in enumerate(m.reps.reps):
+        needs = m.handoff.task_in in (crm, "both") or (m.handoff.task_in == "rep_crm" and rep.works_in == crm)
+        if rep.active and needs and rep.email not in schema.active_people:
+            out.append(("reps", ("reps", i, "email"), f"no active {crm} user with email {rep.email}"))
+    return out
