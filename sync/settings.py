@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     hubspot_access_token: SecretStr | None = None
     hubspot_event_kinds: str | None = Field(None, description="JSON object: event type -> activity kind")
     hubspot_timeout_seconds: float = Field(60.0, gt=0)
+    hubspot_api_version: str = Field(
+        "v3",
+        pattern=r"^(v3|\d{4}-\d{2})$",
+        description="v3 (what the SDK calls) or a date version, e.g. 2026-03",
+    )
 
     salesforce_instance_url: str | None = None
     salesforce_access_token: SecretStr | None = None

@@ -52,6 +52,7 @@ def _hubspot(settings: Settings, mapping: MappingSet) -> Connector:
         auth=auth,
         event_kinds=settings.event_kinds() or dict(DEFAULT_EVENT_KINDS),
         timeout=settings.hubspot_timeout_seconds,
+        api_version=settings.hubspot_api_version,
     )
     return HubSpotConnector(hs, [f.hubspot for f in mapping.fields.fields if f.hubspot])
 

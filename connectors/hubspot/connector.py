@@ -84,6 +84,7 @@ class HubSpotSettings:
     auth: HubSpotAuthSettings = field(default_factory=HubSpotAuthSettings)
     event_kinds: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_EVENT_KINDS))
     timeout: float = 60.0
+    api_version: str = "v3"  # or a date version such as "2026-03" (see paths.py)
     max_attempts: int = 6
     max_wait: float = 30.0
 
@@ -121,7 +122,7 @@ class HubSpotConnector:
 
     def __init__(self, settings: HubSpotSettings, properties: Sequence[str] = ()) -> None:
         self.settings = settings
-        self.meter = CallMeter()
+        self.meter = CallMeter(api_version=settings.api_version)
         self.calls = self.meter.calls
         self.auth = HubSpotAuth(settings.auth)
         self.client = HubSpot(

@@ -15,6 +15,8 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from connectors.hubspot.paths import LEGACY, route
+
 _ID = re.compile(r"/\d+(?=/|$)")
 
 SEARCH_MIN_INTERVAL = 0.2  # HubSpot search: 5 requests per second per account
@@ -67,7 +69,8 @@ class Pacer:
 class CallMeter:
     """Counts calls per endpoint and feeds the pacer; one per connector."""
 
-    def __init__(self, pacer: Pacer | None = None) -> None:
+    def __init__(self, pacer: Pacer | None = None, api_version: str = LEGACY) -> None:
+        self.api_version = api_version
         self.calls: Counter[str] = Counter()
         self.pacer = pacer or Pacer()
         self._lock = threading.Lock()
@@ -78,6 +81,7 @@ class CallMeter:
         meter = self
 
         def request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+            url = route(url, meter.api_version)
             name = endpoint(method, url)
             meter.pacer.before(name.endswith("/search"))
             with meter._lock:

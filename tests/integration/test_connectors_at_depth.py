@@ -335,3 +335,27 @@ def test_quotes_in_values_flow_through_pull_and_write_unharmed(salesforce, monke
     assert (
         row["LastName"] == "O'Brien" and row["Company"] == nasty and row["Handoff_Status__c"] == "handed off"
     )
+
+
+def test_hubspot_date_versioned_api_is_one_setting(hubspot, monkeypatch, tmp_path):
+    box, store, env = hubspot
+    cfg = mapping_dir(tmp_path, reps=[rep("sam@northwind.example", "hubspot")])
+    store.add_owner("sam@northwind.example", "Sam", "Okafor")
+    ready_contact(store, 1, datetime.now(UTC))
+    seen: list[str] = []
+
+    def record(environ: dict[str, Any], start_response: Any) -> Any:
+        seen.append(environ["PATH_INFO"])
+        return box(environ, start_response)
+
+    server = serve(record)
+    try:
+        code, summary = sync(
+            monkeypatch, {**env, "HUBSPOT_BASE_URL": server.url, "HUBSPOT_API_VERSION": "2026-03"}, cfg
+        )
+    finally:
+        server.stop()
+    assert code == 0 and summary["tasks_created"]["hubspot"] == 1
+    crm = [p for p in seen if p.startswith("/crm/")]
+    assert crm and all("/2026-03/" in p for p in crm), crm
+    assert "/crm/objects/2026-03/tasks/batch/create" in crm

@@ -27,6 +27,7 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
+from connectors.hubspot.paths import unroute
 from connectors.hubspot.sandbox.faults import Faults, Injected
 from connectors.hubspot.sandbox.store import (
     JSON,
@@ -338,6 +339,7 @@ class HubSpotSandbox:
         return self._running.url
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        environ["PATH_INFO"] = unroute(environ.get("PATH_INFO", ""))  # date-versioned paths too
         request = Request(environ)
         response = self.dispatch(request)
         return response(environ, start_response)
