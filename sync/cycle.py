@@ -118,6 +118,10 @@ def _process(engine: Engine, ctx: CycleContext, people: list[Person], fresh: boo
     state = engine.state
     live = [p for p in people if not p.deleted]
     if fresh and not ctx.dry_run:
+        for p in live:
+            merged = [m for m in (p.values.get("hs_merged_object_ids") or "").split(";") if m]
+            if p.crm == "hubspot" and merged:
+                state.merge_hubspot_ids(p.id, merged)
         state.save_people(live)
         _forget_deleted(engine, ctx, [p for p in people if p.deleted])
     if fresh:

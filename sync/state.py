@@ -287,6 +287,33 @@ class StateStore:
                 rows += conn.execute(select(identities).where(identities.c.person_key.in_(part))).all()
         return [Identity(*r) for r in rows]
 
+    def merge_hubspot_ids(self, primary: str, merged: Sequence[str]) -> None:
+        """HubSpot merged contacts into ``primary``: their person keeps its key and history.
+
+        The first merged contact's identity moves to the primary id (unless the primary
+        already has one); the merged contacts leave the mirror.
+        """
+        with self.engine.begin() as conn:
+            has = conn.execute(
+                select(identities.c.person_key).where(identities.c.hubspot_id == primary)
+            ).first()
+            for mid in merged:
+                row = conn.execute(
+                    select(identities.c.person_key).where(identities.c.hubspot_id == mid)
+                ).first()
+                if row is None:
+                    continue
+                if has is None:
+                    conn.execute(
+                        update(identities).where(identities.c.person_key == row[0]).values(hubspot_id=primary)
+                    )
+                    has = row
+                else:
+                    conn.execute(
+                        update(identities).where(identities.c.person_key == row[0]).values(hubspot_id=None)
+                    )
+            conn.execute(delete(people).where(people.c.crm == "hubspot", people.c.id.in_(list(merged))))
+
     def save_identities(self, items: Iterable[Identity]) -> None:
         """Insert or replace identity rows by person_key."""
         items = list(items)

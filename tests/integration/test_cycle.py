@@ -164,3 +164,17 @@ def test_hubspot_rep_gets_hubspot_task_associated_with_contact(crms, monkeypatch
     assert "Request a demo" in task.properties["hs_task_body"]
     code, out, _ = run_cli(crms, monkeypatch, "status")
     assert code == 0 and "ok" in out
+
+
+def test_merged_hubspot_contact_keeps_its_handoff_history(crms, monkeypatch, tmp_path):
+    cfg = mapping_dir(tmp_path, reps=[rep("sam@northwind.example", "hubspot")])
+    add_rep_users(crms, "sam@northwind.example")
+    first = add_ready_contact(crms, 1)
+    code, summary = sync_json(crms, monkeypatch, cfg)
+    assert code == 0 and summary["handed_off"] == 1
+    duplicate = add_ready_contact(crms, 2, email="other@acme1.example")
+    crms.hs_store.merge_contacts(duplicate, first)  # the handed-off contact merged into a newer one
+    code, again = sync_json(crms, monkeypatch, cfg)
+    assert code == 0, again["errors"]
+    assert again["handed_off"] == 0  # the same person: already handed off
+    assert len(crms.hs_tasks()) == 1
