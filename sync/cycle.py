@@ -153,7 +153,24 @@ def _process(engine: Engine, ctx: CycleContext, people: list[Person], fresh: boo
     _apply_writes(engine, ctx, writes)
     state.save_identities([p.identity() for p in profiles.values()])
     state.save_field_values({k: dict(p.values) for k, p in profiles.items() if p.hubspot and p.salesforce})
-    state.record_stages({k: p.stage for k, p in profiles.items() if p.stage}, ctx.now)
+    state.record_stages({k: p.stage for k, p in profiles.items() if p.stage}, ctx.now, _entered(profiles))
+
+
+def _entered(profiles: dict[str, Profile]) -> dict[str, datetime]:
+    """When each person entered their stage, where HubSpot's stage-date property says."""
+    out: dict[str, datetime] = {}
+    for key, prof in profiles.items():
+        hs = prof.hubspot
+        if hs is None or prof.stage != prof.hubspot_stage:
+            continue
+        value = hs.values.get(f"hs_lifecyclestage_{hs.values.get('lifecyclestage')}_date")
+        try:
+            at = datetime.fromisoformat(str(value).replace("Z", "+00:00")) if value else None
+        except ValueError:
+            at = None
+        if at is not None:
+            out[key] = at
+    return out
 
 
 def _forget_deleted(engine: Engine, ctx: CycleContext, gone: Sequence[Person]) -> None:

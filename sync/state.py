@@ -8,7 +8,7 @@ transaction, so a crash leaves the store as of the last completed step.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -532,8 +532,11 @@ class StateStore:
                 conn.execute(delete(queue).where(queue.c.person_key.in_(part)))
 
     # --- stages ---------------------------------------------------------------
-    def record_stages(self, stages: dict[str, str], at: datetime) -> None:
-        """Remember each person's current stage and the first time they reached it."""
+    def record_stages(
+        self, stages: dict[str, str], at: datetime, entered: Mapping[str, datetime] | None = None
+    ) -> None:
+        """Remember each person's current stage and when they first reached it
+        (``entered`` where the CRM says when, else ``at``)."""
         if not stages:
             return
         with self.engine.begin() as conn:
@@ -550,7 +553,7 @@ class StateStore:
                 }
                 conn.execute(delete(current_stage).where(current_stage.c.person_key.in_(part)))
             new = [
-                {"person_key": k, "stage": s, "entered_at": at}
+                {"person_key": k, "stage": s, "entered_at": (entered or {}).get(k, at)}
                 for k, s in stages.items()
                 if (k, s) not in seen
             ]

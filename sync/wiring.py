@@ -54,7 +54,13 @@ def _hubspot(settings: Settings, mapping: MappingSet) -> Connector:
         timeout=settings.hubspot_timeout_seconds,
         api_version=settings.hubspot_api_version,
     )
-    return HubSpotConnector(hs, [f.hubspot for f in mapping.fields.fields if f.hubspot])
+    props = [f.hubspot for f in mapping.fields.fields if f.hubspot]
+    props += [  # "Became a ... Date": when a contact entered each stage
+        f"hs_lifecyclestage_{v}_date"
+        for st in mapping.lifecycle.stages.values()
+        for v in st.hubspot.lifecyclestage
+    ]
+    return HubSpotConnector(hs, props)
 
 
 def _salesforce(settings: Settings, mapping: MappingSet) -> Connector:

@@ -9,7 +9,7 @@ See BEHAVIOR.md beside this file for each API quirk and how it is handled.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time
 from typing import Any, TypeVar
 
@@ -201,10 +201,32 @@ class HubSpotConnector:
     def pull_people(
         self, since: datetime | None, resume: Mapping[str, str] | None = None
     ) -> Iterator[PeoplePage]:
+        state = dict(resume or {})
         if since is None:
-            yield from self._list_all((resume or {}).get("after"))
-        else:
-            yield from self._search_since(since, (resume or {}).get("last_id", "0"))
+            yield from self._list_all(state.get("after"))
+            return
+        scan = since.astimezone(UTC).date() < datetime.now(UTC).date()  # once a day
+        if state.get("phase") != "archived":
+            for page in self._search_since(since, state.get("last_id", "0")):
+                yield PeoplePage(page.people, {"phase": "archived"}) if page.resume is None and scan else page
+        if scan:
+            yield from self._archived(state.get("after") if state.get("phase") == "archived" else None)
+
+    def _archived(self, after: str | None) -> Iterator[PeoplePage]:
+        """Archived (deleted) contacts never appear in search: list them once a day."""
+        while True:
+            page = self._call(
+                self.client.crm.contacts.basic_api.get_page,
+                limit=PAGE,
+                after=after,
+                properties=["email"],
+                archived=True,
+            )
+            after = page.paging.next.after if page.paging and page.paging.next else None
+            gone = [replace(self._person(obj), deleted=True) for obj in page.results or []]
+            yield PeoplePage(gone, {"phase": "archived", "after": str(after)} if after else None)
+            if not after:
+                return
 
     def _list_all(self, after: str | None) -> Iterator[PeoplePage]:
         """First sync: the list API (no 10,000 cap), 100 a page."""

@@ -359,3 +359,39 @@ def test_hubspot_date_versioned_api_is_one_setting(hubspot, monkeypatch, tmp_pat
     crm = [p for p in seen if p.startswith("/crm/")]
     assert crm and all("/2026-03/" in p for p in crm), crm
     assert "/crm/objects/2026-03/tasks/batch/create" in crm
+
+
+def test_hubspot_archived_contacts_leave_the_mirror(hubspot, monkeypatch, tmp_path):
+    _, store, env = hubspot
+    cfg = mapping_dir(tmp_path, reps=[rep("sam@northwind.example", "hubspot")])
+    store.add_owner("sam@northwind.example", "Sam", "Okafor")
+    ids = [
+        store.add_contact({"email": f"a{i}@q.example", "lastname": "A", "lifecyclestage": "lead"})
+        for i in range(5)
+    ]
+    assert sync(monkeypatch, env, cfg)[0] == 0
+    store.archive_contact(ids[0])
+    # the daily scan runs in the pass whose window reaches back into yesterday
+    code, _ = sync(monkeypatch, {**env, "HANDOFF_LOOKBACK_SECONDS": "86400"}, cfg)
+    assert code == 0
+    assert sorted(mirror_ids(tmp_path / "state.db", "hubspot")) == sorted(ids[1:])
+
+
+def test_hubspot_stage_entry_dates_come_from_the_stage_date_properties(hubspot, monkeypatch, tmp_path):
+    _, store, env = hubspot
+    cfg = mapping_dir(tmp_path, reps=[rep("sam@northwind.example", "hubspot")])
+    store.add_owner("sam@northwind.example", "Sam", "Okafor")
+    became = datetime.now(UTC) - timedelta(days=10)
+    cid = store.add_contact(
+        {"email": "s@q.example", "lastname": "S", "lifecyclestage": "marketingqualifiedlead"},
+        created_at=became,
+    )
+    assert sync(monkeypatch, env, cfg)[0] == 0
+    engine = sa.create_engine(env["HANDOFF_STATE_URL"])
+    with engine.connect() as conn:
+        entered = conn.execute(
+            sa.text("SELECT entered_at FROM stage_history WHERE person_key = :k AND stage = 'mql'"),
+            {"k": f"hs-{cid}"},
+        ).scalar()
+    engine.dispose()
+    assert abs(datetime.fromisoformat(str(entered)).replace(tzinfo=UTC) - became) < timedelta(seconds=2)
