@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     salesforce_budget_total_percent: float = Field(
         80.0, gt=0, le=100, description="stop when the org has used this share"
     )
+    salesforce_bulk_threshold: int = Field(
+        10_000, ge=0, description="a first sync of more records than this per object uses Bulk API 2.0"
+    )
     salesforce_window_lag_seconds: float = Field(
         2.0, ge=0, le=3600, description="pull windows end this far behind now"
     )

@@ -87,6 +87,7 @@ def _salesforce(settings: Settings, mapping: MappingSet) -> Connector:
         api_version=settings.salesforce_api_version,
         timeout=settings.salesforce_timeout_seconds,
         window_lag=settings.salesforce_window_lag_seconds,
+        bulk_threshold=settings.salesforce_bulk_threshold,
         budget_run_percent=settings.salesforce_budget_run_percent,
         budget_total_percent=settings.salesforce_budget_total_percent,
     )

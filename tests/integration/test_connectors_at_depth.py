@@ -225,7 +225,7 @@ def sf_user(store: SalesforceStore, email: str) -> str:
 
 
 def test_salesforce_50000_leads_sharing_modstamps_once_idle_and_deletes(salesforce, monkeypatch, tmp_path):
-    _box, store, env = salesforce
+    box, store, env = salesforce
     cfg = mapping_dir(tmp_path, reps=[rep("dana@northwind.example", "salesforce")])
     sf_user(store, "dana@northwind.example")
     ids = [
@@ -239,6 +239,8 @@ def test_salesforce_50000_leads_sharing_modstamps_once_idle_and_deletes(salesfor
     assert first["people_pulled"]["salesforce"] == 50_000
     pulled = mirror_ids(tmp_path / "state.db", "salesforce")
     assert len(pulled) == len(set(pulled)) == 50_000
+    assert box.calls["POST /jobs/query"] == 1  # the large first sync went through Bulk API 2.0
+    assert first["api_calls_split"]["salesforce"]["pull"] <= 12, dict(box.calls)
 
     code, idle = sync(monkeypatch, env, cfg)
     assert code == 0 and idle["api_calls"]["salesforce"] <= 5, idle["api_calls"]
