@@ -14,7 +14,7 @@ pull checkpoints and ledger intents are saved, so the next run continues from th
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -73,7 +73,11 @@ def run_cycle(engine: Engine, now: datetime, dry_run: bool = False) -> CycleResu
     try:
         engine.load_owners(ctx)
         engine.pull_activities(ctx)
-        engine.pull_people(ctx, lambda people, fresh: _process(engine, ctx, people, fresh))
+        engine.pull_people(
+            ctx,
+            lambda people, fresh: _process(engine, ctx, people, fresh),
+            lambda crm, alive: _reconcile(engine, ctx, crm, alive),
+        )
         touched = engine.touched_people(ctx)
         if touched:
             _process(engine, ctx, touched, fresh=False)
@@ -171,6 +175,19 @@ def _entered(profiles: dict[str, Profile]) -> dict[str, datetime]:
         if at is not None:
             out[key] = at
     return out
+
+
+def _reconcile(engine: Engine, ctx: CycleContext, crm: str, alive: Mapping[str, frozenset[str]]) -> None:
+    """A full list of live ids: whatever else the mirror holds was deleted."""
+    if ctx.dry_run:
+        return
+    gone = [
+        Person(crm, pid, object_type, None, {}, ctx.now, deleted=True)  # type: ignore[arg-type]
+        for object_type, ids in alive.items()
+        for pid in engine.state.people_ids(crm, object_type) - ids
+    ]
+    log.info("reconciled", crm=crm, deleted=len(gone))
+    _forget_deleted(engine, ctx, gone)
 
 
 def _forget_deleted(engine: Engine, ctx: CycleContext, gone: Sequence[Person]) -> None:

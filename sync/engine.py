@@ -192,8 +192,12 @@ class Engine:
             ctx.new_activities += self.state.save_activities(batch)
 
     # --- people -----------------------------------------------------------------
-    def pull_people(self, ctx: CycleContext, on_chunk: Any) -> None:
-        """Pull every CRM's changed people in checkpointed chunks; ``on_chunk`` processes one."""
+    def pull_people(self, ctx: CycleContext, on_chunk: Any, on_reconcile: Any = None) -> None:
+        """Pull every CRM's changed people in checkpointed chunks; ``on_chunk`` processes one.
+
+        ``on_reconcile(crm, alive)`` receives a connector's full list of live ids when it
+        had to reconcile (a gap longer than its deletes window).
+        """
         for crm, conn in self.connectors.items():
             checkpoint = json.loads(self.state.watermark(crm, "people") or "{}")
             if "resume" in checkpoint:  # an interrupted pass: continue after its last chunk
@@ -210,6 +214,8 @@ class Engine:
                 if crm in ctx.seen:
                     ctx.seen[crm] |= {p.id for p in people}
                 on_chunk(people, fresh=True)
+                if last.alive is not None and on_reconcile is not None:
+                    on_reconcile(crm, last.alive)
                 if ctx.dry_run:
                     continue
                 if last.resume is not None:

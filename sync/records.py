@@ -60,6 +60,7 @@ class PeoplePage:
     people: list[Person]
     resume: dict[str, str] | None
     watermark: datetime | None = None  # on the last page: where the next pass starts
+    alive: Mapping[str, frozenset[str]] | None = None  # a full reconcile: every live id, by object type
 
 
 @dataclass(frozen=True, slots=True)

@@ -253,6 +253,14 @@ class StateStore:
                 out += [_person_from_row(r) for r in rows]
         return out
 
+    def people_ids(self, crm: str, object_type: str) -> set[str]:
+        """Ids of every mirrored person of one CRM and object type."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(people.c.id).where(people.c.crm == crm, people.c.object_type == object_type)
+            )
+            return {r[0] for r in rows}
+
     def forget_people(self, crm: str, ids: Sequence[str]) -> None:
         with self.engine.begin() as conn:
             for part in _parts(list(ids)):

@@ -335,11 +335,12 @@ class SalesforceConnector:
                         self._person(r, "lead", st)
                         for r, st in self._leads_with_changed_opportunities(since, upper)
                     ]
+                    alive = None
                 else:
-                    people = self._deleted(since, datetime.fromisoformat(upper))
+                    people, alive = self._deleted(since, datetime.fromisoformat(upper))
                 last = i + 1 == len(phases)
                 token = None if last else {"phase": phases[i + 1], "upper": upper}
-                yield PeoplePage(people, token, datetime.fromisoformat(upper) if last else None)
+                yield PeoplePage(people, token, datetime.fromisoformat(upper) if last else None, alive)
                 continue
             yield from self._pull_object(
                 phase, since, upper, after, phases[i + 1] if i + 1 < len(phases) else None
@@ -466,13 +467,24 @@ class SalesforceConnector:
             upper,
         )
 
-    def _deleted(self, since: datetime, upper: datetime) -> list[Person]:
-        """Hard and soft deletes from the replication API (it keeps 15 days of them)."""
+    def _deleted(
+        self, since: datetime, upper: datetime
+    ) -> tuple[list[Person], dict[str, frozenset[str]] | None]:
+        """Hard and soft deletes from the replication API (it keeps 15 days of them).
+
+        When the last pass is older than that window, every live id is read as well
+        (a full reconcile): whatever the mirror holds beyond them was deleted.
+        """
         start = _deleted_start(since, upper)
+        alive = None
         if start > since:
             log.warning(
-                "salesforce_deletes_window", since=since.isoformat(), note="older deletes are not seen"
+                "salesforce_full_reconcile", since=since.isoformat(), reason="beyond getDeleted's 15 days"
             )
+            alive = {
+                ot: frozenset(r["Id"] for r in self.query(f"SELECT Id FROM {obj}"))
+                for obj, ot in (("Lead", "lead"), ("Contact", "contact"))
+            }
         out: list[Person] = []
         for obj, object_type in (("Lead", "lead"), ("Contact", "contact")):
             url = self._deleted_url(obj, start, upper)
@@ -482,7 +494,7 @@ class SalesforceConnector:
             for rec in (res or {}).get("deletedRecords", []):
                 when = parse_time(rec.get("deletedDate")) or upper
                 out.append(Person("salesforce", rec["id"], object_type, None, {}, when, deleted=True))
-        return out
+        return out, alive
 
     def _deleted_url(self, obj: str, start: datetime, end: datetime) -> str:
         window = urlencode(

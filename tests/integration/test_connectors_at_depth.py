@@ -397,3 +397,23 @@ def test_hubspot_stage_entry_dates_come_from_the_stage_date_properties(hubspot, 
         ).scalar()
     engine.dispose()
     assert abs(datetime.fromisoformat(str(entered)).replace(tzinfo=UTC) - became) < timedelta(seconds=2)
+
+
+def test_salesforce_gap_longer_than_the_deletes_window_reconciles_every_id(salesforce, monkeypatch, tmp_path):
+    _, store, env = salesforce
+    cfg = mapping_dir(tmp_path, reps=[rep("dana@northwind.example", "salesforce")])
+    sf_user(store, "dana@northwind.example")
+    ids = [store.insert("Lead", {"LastName": f"R{i}", "Company": "Acme"}) for i in range(30)]
+    assert sync(monkeypatch, env, cfg)[0] == 0
+    store.purge("Lead", ids[:3])  # gone without a trace: only a full reconcile can tell
+    engine = sa.create_engine(env["HANDOFF_STATE_URL"])
+    twenty_days_ago = (datetime.now(UTC) - timedelta(days=20)).isoformat()
+    with engine.begin() as conn:  # the worker was down for 20 days
+        conn.execute(
+            sa.text("UPDATE watermarks SET value = :v WHERE crm = 'salesforce' AND stream = 'people'"),
+            {"v": json.dumps({"watermark": twenty_days_ago})},
+        )
+    engine.dispose()
+    code, _ = sync(monkeypatch, env, cfg)
+    assert code == 0
+    assert sorted(mirror_ids(tmp_path / "state.db", "salesforce")) == sorted(ids[3:])

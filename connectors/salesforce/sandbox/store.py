@@ -181,6 +181,16 @@ class SalesforceStore:
             if self._undo is not None:
                 self._undo.append(lambda: _drop_last(table.deleted_log))
 
+    def purge(self, sobject_name: str, record_ids: list[str]) -> None:
+        """Hard delete with the Recycle Bin emptied and the delete log purged: the records
+        vanish without a trace for queryAll and getDeleted (test helper)."""
+        table = self._table(sobject_name)
+        with self.lock:
+            gone = {full_id(i) for i in record_ids}
+            for rid in gone:
+                table.rows.pop(rid, None)
+            table.deleted_log[:] = [e for e in table.deleted_log if e[0] not in gone]
+
     def get(self, sobject_name: str, record_id: str) -> dict[str, Any] | None:
         """Current field values (deleted records too, with IsDeleted=True), or None."""
         table = self._table(sobject_name)
