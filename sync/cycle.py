@@ -14,7 +14,7 @@ pull checkpoints and ledger intents are saved, so the next run continues from th
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -30,7 +30,7 @@ from sync.engine import (
     PlannedHandoff,
     reasons_json,
 )
-from sync.errors import CrmError, QuotaExhausted
+from sync.errors import CrmError, QuotaExhausted, StopRequested
 from sync.profiles import Profile
 from sync.records import Person, PersonCreate, PersonUpdate, TaskRequest
 from sync.routing import RoutingPlan, week_start
@@ -63,13 +63,19 @@ class _Writes:
             self.values.setdefault((crm, person_id, object_type), {}).update(values)
 
 
-def run_cycle(engine: Engine, now: datetime, dry_run: bool = False) -> CycleResult:
-    """Run one cycle; with ``dry_run`` build and return the plan without writing."""
-    ctx = CycleContext(now=now, dry_run=dry_run)
+def run_cycle(
+    engine: Engine, now: datetime, dry_run: bool = False, should_stop: Callable[[], str | None] | None = None
+) -> CycleResult:
+    """Run one cycle; with ``dry_run`` build and return the plan without writing.
+
+    ``should_stop`` is asked between chunks and before the handoff writes; a reason it
+    returns (a SIGTERM, a lost lease) ends the cycle there, checkpointed, as 'stopped'.
+    """
+    ctx = CycleContext(now=now, dry_run=dry_run, should_stop=should_stop)
     plan = HandoffPlan()
     if not dry_run:
         ctx.run_id = engine.state.start_run(now)
-    log.info("cycle_started", run_id=ctx.run_id, dry_run=dry_run)
+    log.info("cycle_started", run=ctx.run_id, dry_run=dry_run)
     try:
         engine.load_owners(ctx)
         engine.pull_activities(ctx)
@@ -81,18 +87,20 @@ def run_cycle(engine: Engine, now: datetime, dry_run: bool = False) -> CycleResu
         touched = engine.touched_people(ctx)
         if touched:
             _process(engine, ctx, touched, fresh=False)
+        ctx.checkpoint()
         plan, routing = engine.plan(ctx)
         _plan_handoffs(engine, ctx, plan, routing)
+        ctx.checkpoint()
         if not dry_run:
             _execute(engine, ctx, plan, [d.candidate.person_key for d in routing.deferrals])
-    except QuotaExhausted as exc:
+    except (QuotaExhausted, StopRequested) as exc:
         ctx.stopped = str(exc)
         log.warning("cycle_stopped", reason=ctx.stopped)
     summary = _summary(engine, ctx, plan)
     status = "stopped" if ctx.stopped else ("partial" if ctx.errors else "ok")
     if ctx.run_id is not None:
         engine.state.finish_run(ctx.run_id, status, summary, ctx.now)
-    log.info("cycle_finished", run_id=ctx.run_id, status=status, handed_off=summary["handed_off"])
+    log.info("cycle_finished", run=ctx.run_id, status=status, handed_off=summary["handed_off"])
     return CycleResult(summary, plan, exit_code=1 if (ctx.errors or ctx.stopped) else 0)
 
 
@@ -616,6 +624,10 @@ def _summary(engine: Engine, ctx: CycleContext, plan: HandoffPlan) -> dict[str, 
         "people_created": counts["created"],
         "people_updated": counts["updated"],
         "api_calls": {crm: sum(conn.calls.values()) for crm, conn in engine.connectors.items()},
+        "rate_limit_wait_seconds": {
+            crm: round(float(getattr(conn, "rate_limit_waited", 0.0)), 3)
+            for crm, conn in engine.connectors.items()
+        },
         "api_calls_split": split,
         "api_calls_per_1000": {
             crm: {

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,6 +22,7 @@ import structlog
 from connectors.base import Connector
 from mappings.models import MappingSet, Rep
 from sync.brief import Brief, build_brief
+from sync.errors import StopRequested
 from sync.profiles import IdentityIndex, Profile, group_people, resolve
 from sync.qualify import Qualification, Reason, qualify
 from sync.records import Activity, Owner, PeoplePage, Person
@@ -92,6 +93,13 @@ class CycleContext:
     queue_overlay: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     errors: list[dict[str, str]] = field(default_factory=list)
     stopped: str | None = None
+    should_stop: Callable[[], str | None] | None = None
+
+    def checkpoint(self) -> None:
+        """A safe point: stop here (StopRequested) when asked to."""
+        reason = self.should_stop() if self.should_stop else None
+        if reason:
+            raise StopRequested(reason)
 
     def count(self, what: str, crm: str, n: int = 1) -> None:
         self.counts.setdefault(what, Counter())[crm] += n
@@ -228,6 +236,7 @@ class Engine:
                 else:  # the pass is complete: the next one starts here (minus the lookback)
                     done = last.watermark.isoformat() if last.watermark else started
                     self.state.set_watermark(crm, "people", json.dumps({"watermark": done}))
+                ctx.checkpoint()  # the chunk and its resume token are saved: a safe point
 
     def touched_people(self, ctx: CycleContext) -> list[Person]:
         """People with new activity who were not pulled this cycle, from the mirror."""

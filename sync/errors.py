@@ -47,6 +47,10 @@ class QuotaExhausted(CrmError):
     """The daily API budget is used up: checkpoint and stop; resume next run."""
 
 
+class StopRequested(HandoffError):
+    """The worker asked the cycle to stop at its next safe point (SIGTERM, lost lease)."""
+
+
 class AuthError(CrmError):
     """Credentials are missing, wrong or expired beyond refresh."""
 

@@ -31,6 +31,12 @@ class Metrics:
         self.handoffs = Counter("handoff_handoffs", "Leads handed off, per rep", ["rep"], registry=r)
         self.tasks = Counter("handoff_tasks_created", "Handoff tasks created, per CRM", ["crm"], registry=r)
         self.api_calls = Counter("handoff_api_calls", "CRM API calls, per CRM", ["crm"], registry=r)
+        self.rate_waits = Counter(
+            "handoff_rate_limit_wait_seconds",
+            "Seconds spent waiting for rate limits, per CRM",
+            ["crm"],
+            registry=r,
+        )
         self.errors = Counter("handoff_errors", "Errors, by kind and CRM", ["kind", "crm"], registry=r)
         self.capacity = Gauge("handoff_rep_capacity", "Weekly capacity per rep", ["rep"], registry=r)
         self.capacity_used = Gauge(
@@ -57,6 +63,7 @@ class Metrics:
         _add(self.handoffs, summary.get("handed_off_per_rep", {}).items())
         _add(self.tasks, summary.get("tasks_created", {}).items())
         _add(self.api_calls, summary.get("api_calls", {}).items())
+        _add(self.rate_waits, summary.get("rate_limit_wait_seconds", {}).items())
         for err in summary.get("errors", []):
             self.errors.labels("record_failed", err.get("crm", "")).inc()
         for rep, cap in summary.get("capacity_per_rep", {}).items():

@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -103,15 +104,23 @@ class Worker:
         if lease.previous:
             self._abandon(lease.previous)
         try:
-            with Heartbeat(self.leases, LEASE, self.holder, ttl):
-                return self._run(job)
+            with Heartbeat(self.leases, LEASE, self.holder, ttl) as beat:
+                return self._run(job, lambda: self._stop_reason(beat))
         finally:
             try:
                 self.leases.release(LEASE, self.holder)
             except Exception as exc:  # it expires on its own
                 log.warning("lease_release_failed", error=type(exc).__name__)
 
-    def _run(self, job: str) -> str:
+    def _stop_reason(self, beat: Heartbeat) -> str | None:
+        """Why the cycle in flight should stop at its next safe point, if it should."""
+        if beat.lost.is_set():
+            return "stopped: the lease was lost to another replica"
+        if self.stopping.is_set():
+            return "stopped: the worker is shutting down (SIGTERM/SIGINT)"
+        return None
+
+    def _run(self, job: str, should_stop: Callable[[], str | None] | None = None) -> str:
         from sync.cycle import run_cycle
         from sync.wiring import build_engine
 
@@ -121,7 +130,8 @@ class Worker:
         try:
             log.info("run_started", worker=self.holder)
             mapping = load_mappings(self.config or self.settings.handoff_config)
-            result = run_cycle(build_engine(self.settings, mapping, self.state), datetime.now(UTC))
+            engine = build_engine(self.settings, mapping, self.state)
+            result = run_cycle(engine, datetime.now(UTC), should_stop=should_stop)
         except Exception as exc:
             return self._failed(job, run_uid, exc, last_id)
         finally:

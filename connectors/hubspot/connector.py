@@ -123,6 +123,7 @@ class HubSpotConnector:
     def __init__(self, settings: HubSpotSettings, properties: Sequence[str] = ()) -> None:
         self.settings = settings
         self.meter = CallMeter(api_version=settings.api_version)
+        self._retry_waited = 0.0
         self.calls = self.meter.calls
         self.auth = HubSpotAuth(settings.auth)
         self.client = HubSpot(
@@ -154,6 +155,7 @@ class HubSpotConnector:
             retry=retry_if_exception_type(RetriableCrmError),
             stop=stop_after_attempt(s.max_attempts),
             wait=_wait(s.max_wait),
+            before_sleep=self._note_wait,
             reraise=True,
         ):
             with attempt:
@@ -165,6 +167,16 @@ class HubSpotConnector:
                 except Exception as exc:
                     raise classify(exc) from None
         raise AssertionError("unreachable")
+
+    def _note_wait(self, state: Any) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        if getattr(exc, "status", None) == 429 and state.next_action is not None:
+            self._retry_waited += float(state.next_action.sleep)
+
+    @property
+    def rate_limit_waited(self) -> float:
+        """Seconds spent waiting for rate limits: pacing plus 429 back-offs."""
+        return self.meter.pacer.waited + self._retry_waited
 
     def _person(self, obj: Any) -> Person:
         props = dict(obj.properties or {})

@@ -178,3 +178,38 @@ def test_merged_hubspot_contact_keeps_its_handoff_history(crms, monkeypatch, tmp
     assert code == 0, again["errors"]
     assert again["handed_off"] == 0  # the same person: already handed off
     assert len(crms.hs_tasks()) == 1
+
+
+def test_a_stop_request_ends_the_cycle_at_a_checkpoint_and_the_next_continues(crms, monkeypatch, tmp_path):
+    from mappings.loader import load_mappings
+    from sync.cycle import run_cycle
+    from sync.settings import load_settings
+    from sync.wiring import build_engine, open_state
+
+    cfg = mapping_dir(tmp_path, reps=[rep("sam@northwind.example", "hubspot")])
+    add_rep_users(crms, "sam@northwind.example")
+    for i in range(2_500):
+        crms.hs_store.add_contact({"email": f"p{i}@s.example", "lastname": "P", "lifecyclestage": "lead"})
+    for key, value in crms.env.items():
+        monkeypatch.setenv(key, value)
+    settings, mapping = load_settings(), load_mappings(cfg)
+    asked = []
+
+    def stop_after_first_chunk() -> str | None:
+        asked.append(1)
+        return "stopped: the worker is shutting down (SIGTERM/SIGINT)"
+
+    state = open_state(settings)
+    try:
+        first = run_cycle(
+            build_engine(settings, mapping, state), datetime.now(UTC), should_stop=stop_after_first_chunk
+        )
+        assert first.summary["stopped"].startswith("stopped: the worker is shutting down")
+        assert first.exit_code == 1 and len(asked) == 1
+        hs_first = first.summary["people_pulled"]["hubspot"]
+        assert 0 < hs_first < 2_500
+        second = run_cycle(build_engine(settings, mapping, state), datetime.now(UTC))
+    finally:
+        state.close()
+    assert second.summary["stopped"] is None
+    assert hs_first + second.summary["people_pulled"]["hubspot"] == 2_500  # continued, nothing re-read
