@@ -28,7 +28,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from connectors.salesforce.auth import SalesforceAuth, SalesforceAuthSettings
 from connectors.salesforce.errors import classify, record_error
 from connectors.salesforce.transport import MeteredSession
-from sync.errors import AuthError, QuotaExhausted, RetriableCrmError
+from sync.errors import AuthError, CrmError, QuotaExhausted, RetriableCrmError
 from sync.records import (
     Activity,
     Crm,
@@ -671,32 +671,145 @@ REQUIRED_FIELDS: dict[str, list[tuple[str, str, str]]] = {
     "Lead": [
         (HANDOFF_FIELDS["link"], "Text(32)", "External ID, Unique"),
         (HANDOFF_FIELDS["status"], "Text(255)", ""),
-        (HANDOFF_FIELDS["reason"], "Text(1000)", ""),
+        (HANDOFF_FIELDS["reason"], "Long Text Area(1000)", ""),
         (HANDOFF_FIELDS["score"], "Number(4,0)", ""),
         (HANDOFF_FIELDS["rep"], "Text(120)", ""),
     ],
     "Contact": [
         (HANDOFF_FIELDS["link"], "Text(32)", "External ID, Unique"),
         (HANDOFF_FIELDS["status"], "Text(255)", ""),
-        (HANDOFF_FIELDS["reason"], "Text(1000)", ""),
+        (HANDOFF_FIELDS["reason"], "Long Text Area(1000)", ""),
         (HANDOFF_FIELDS["score"], "Number(4,0)", ""),
         (HANDOFF_FIELDS["rep"], "Text(120)", ""),
     ],
 }
+_METADATA_TYPES = {"Text": "Text", "Long Text Area": "LongTextArea", "Number": "Number"}
+_ACCESS_REFUSED = frozenset({"INSUFFICIENT_ACCESS", "INVALID_SESSION_ID", "API_DISABLED_FOR_ORG"})
 
 
 def install(connector: SalesforceConnector) -> list[str]:
-    """Check the custom fields exist; say exactly what to create where they do not."""
+    """Create the missing custom fields through the Metadata API (fields that exist are left
+    alone); where the org refuses, say exactly what to create by hand."""
     lines: list[str] = []
+    refused = False  # the user may not change metadata: stop asking, print instructions
     for obj, fields in REQUIRED_FIELDS.items():
         described = connector._call(lambda o=obj: getattr(connector.sf, o).describe())
         have = {f["name"] for f in described.get("fields", [])}
         for name, kind, note in fields:
             if name in have:
                 lines.append(f"{obj}.{name} present")
+                continue
+            code = "INSUFFICIENT_ACCESS" if refused else _create_field(connector, obj, name, kind, note)
+            security = (
+                f"Setup > Object Manager > {obj} > Fields & Relationships > {name} > Set Field-Level Security"
+            )
+            if code is None:
+                lines.append(
+                    f"{obj}.{name} created; give the integration user read and edit access to it ({security})"
+                )
+            elif code == "DUPLICATE_DEVELOPER_NAME":  # exists, but this user cannot see it
+                lines.append(f"{obj}.{name} exists but is not visible to the integration user: {security}")
             else:
+                refused = refused or code in _ACCESS_REFUSED
                 extra = f", {note}" if note else ""
                 lines.append(
                     f"MISSING {obj}.{name}: create it in Setup > Object Manager > {obj} > Fields as {kind}{extra}"
                 )
     return lines
+
+
+class _MetadataRefused(CrmError):
+    """The Metadata API did not create a field; ``code`` is Salesforce's status or fault code."""
+
+    def __init__(self, code: str, status: int | None = None) -> None:
+        super().__init__("salesforce", f"Metadata API: {code}", status)
+        self.code = code
+
+
+class _MeteredTransport:
+    """zeep's transport for ``sf.mdapi``: posts through the connector's metered session.
+
+    zeep otherwise posts with a session of its own (no CA bundle, no timeout, no metering)
+    and logs whole envelopes, SessionHeader included, at DEBUG; this never logs them.
+    """
+
+    def __init__(self, session: requests.Session) -> None:
+        self.session = session
+
+    def post_xml(self, address: str, envelope: Any, headers: dict[str, str]) -> requests.Response:
+        from zeep.wsdl.utils import etree_to_string
+
+        return self.session.post(address, data=etree_to_string(envelope), headers=headers)
+
+
+def _metadata_api(connector: SalesforceConnector) -> Any:
+    """``sf.mdapi`` with the current session id (rebuilt after a re-authentication) and the
+    metered transport."""
+    sf = connector.sf
+    if sf._mdapi is not None and sf._mdapi._session_id != sf.session_id:
+        sf._mdapi = None  # its SessionHeader holds the old token
+    api = sf.mdapi
+    api._client.transport = _MeteredTransport(connector.session)
+    return api
+
+
+def _custom_field(obj: str, name: str, kind: str, note: str) -> dict[str, Any]:
+    """A ``REQUIRED_FIELDS`` row as Metadata API ``CustomField`` attributes."""
+    label, _, size = kind.rstrip(")").partition("(")
+    numbers = [int(n) for n in size.split(",")]
+    spec: dict[str, Any] = {
+        "fullName": f"{obj}.{name}",
+        "label": name.removesuffix("__c").replace("_", " "),
+        "type": _METADATA_TYPES[label],
+    }
+    if label == "Number":
+        spec.update(precision=numbers[0], scale=numbers[1] if len(numbers) > 1 else 0)
+    else:
+        spec["length"] = numbers[0]
+    if label == "Long Text Area":
+        spec["visibleLines"] = 3
+    if "External ID" in note:
+        spec["externalId"] = True
+    if "Unique" in note:
+        spec["unique"] = True
+    return spec
+
+
+def _create_field(connector: SalesforceConnector, obj: str, name: str, kind: str, note: str) -> str | None:
+    """Create one custom field: None on success, else why not (a Salesforce code)."""
+    from zeep.exceptions import Error as ZeepError
+    from zeep.exceptions import Fault, TransportError
+
+    spec = _custom_field(obj, name, kind, note)
+
+    def create() -> None:
+        api = _metadata_api(connector)
+        try:
+            api.CustomField.create([api.CustomField(**spec)])
+        except requests.RequestException:
+            raise  # retried by _call
+        except Fault as exc:  # e.g. sf:INSUFFICIENT_ACCESS
+            code = str(exc.code or "").rpartition(":")[2] or "SOAP_FAULT"
+            if code == "INVALID_SESSION_ID":
+                raise AuthError("salesforce", "INVALID_SESSION_ID (Metadata API)", 401) from None
+            raise _MetadataRefused(code) from None
+        except TransportError as exc:
+            if exc.status_code in (429, 500, 502, 503, 504):
+                raise RetriableCrmError("salesforce", "Metadata API unavailable", exc.status_code) from None
+            raise _MetadataRefused(f"HTTP_{exc.status_code}", exc.status_code) from None
+        except ZeepError as exc:
+            raise _MetadataRefused(type(exc).__name__) from None
+        except Exception as exc:  # simple-salesforce: "\nTask.X__c: (STATUS_CODE, message), "
+            raise _MetadataRefused(str(exc).partition("(")[2].partition(",")[0] or "FAILED") from None
+
+    try:
+        connector._call(create)
+    except CrmError as exc:
+        if isinstance(exc, _MetadataRefused):
+            code = exc.code
+        else:
+            code = "INVALID_SESSION_ID" if isinstance(exc, AuthError) else type(exc).__name__
+        log.warning("salesforce_field_not_created", field=f"{obj}.{name}", code=code)
+        return code
+    log.info("salesforce_field_created", field=f"{obj}.{name}")
+    return None

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from xml.etree import ElementTree as ET
+from xml.sax.saxutils import escape
 
 import jwt
 import requests
@@ -34,7 +36,7 @@ from werkzeug.wrappers import Request, Response
 from connectors.sandbox_server import RunningServer, serve
 
 from .faults import Faults
-from .schema import SOBJECTS, parse_datetime, sobject, sobject_for_id, to_wire
+from .schema import SOBJECTS, FieldDef, parse_datetime, sobject, sobject_for_id, to_wire
 from .soql import Plan, Row, SoqlError, compile_query, full_id, parse, record_attributes
 from .store import RecordError, SalesforceStore, make_id
 
@@ -49,6 +51,9 @@ ROLLED_BACK = RecordError(
     "Record rolled back because not all records were valid and the request was using AllOrNone header",
 )
 _PREFIX = "/services/data/v<version>"
+_SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
+_MD = "http://soap.sforce.com/2006/04/metadata"
+_XSI = "http://www.w3.org/2001/XMLSchema-instance"
 _DELIMITERS = {"COMMA": ",", "TAB": "\t", "SEMICOLON": ";", "PIPE": "|", "CARET": "^", "BACKQUOTE": "`"}
 
 Handler = Callable[..., Response]
@@ -107,6 +112,7 @@ def _rules() -> Map:
     rules = [Rule(_PREFIX + path, endpoint=ep, methods=m) for path, ep, m in api]
     rules += [
         Rule("/services/oauth2/token", endpoint="oauth_token", methods=["POST"]),
+        Rule("/services/Soap/m/<version>/", endpoint="metadata", methods=["POST"]),
         Rule("/__sandbox/state", endpoint="admin_state", methods=["GET"]),
         Rule("/__sandbox/faults", endpoint="admin_faults", methods=["GET", "POST"]),
         Rule("/__sandbox/calls", endpoint="admin_calls", methods=["GET"]),
@@ -147,6 +153,7 @@ class SalesforceSandbox:
         username: str = "integration@example.com",
         password: str = "sandbox-password",
         security_token: str = "",
+        metadata_api_allowed: bool = True,
     ) -> None:
         self.store = store
         self.token = token
@@ -160,6 +167,7 @@ class SalesforceSandbox:
         self.username = username
         self.password = password
         self.security_token = security_token
+        self.metadata_api_allowed = metadata_api_allowed  # False: the user lacks Modify Metadata
         self.calls: Counter[str] = Counter()
         self.api_usage = 0
         self.bulk_jobs_created = 0
@@ -231,6 +239,8 @@ class SalesforceSandbox:
             time.sleep(self.latency_ms / 1000)
         if endpoint == "oauth_token":
             return self._oauth_token(request)
+        if endpoint == "metadata":
+            return self._limited(self._metadata(request, args["version"]))
         try:
             args = dict(args)
             self._gate(request, args.pop("version"))
@@ -245,6 +255,55 @@ class SalesforceSandbox:
             body = [{"message": exc.message, "errorCode": exc.status_code, "fields": exc.fields}]
             response = _json(body, status)
         return self._limited(response)
+
+    # ------------------------------------------------------------------ Metadata API (SOAP)
+
+    def _metadata(self, request: Request, version: str) -> Response:
+        """``POST /services/Soap/m/{version}``: ``createMetadata`` of CustomFields only."""
+        try:
+            if float(version) < 42.0:
+                raise ValueError
+            envelope = ET.fromstring(request.get_data())
+        except (ValueError, ET.ParseError):
+            return _soap_fault("soapenv:Client", "INVALID_REQUEST", "Could not parse the SOAP request")
+        session = envelope.findtext(f"{{{_SOAP}}}Header/{{{_MD}}}SessionHeader/{{{_MD}}}sessionId")
+        if self.faults.take("expire_session_next") or (session or "").strip() not in self._tokens:
+            return _soap_fault(
+                "sf:INVALID_SESSION_ID",
+                "INVALID_SESSION_ID",
+                "Invalid Session ID found in SessionHeader: Illegal Session",
+            )
+        with self._meter:
+            if self.api_usage >= self.daily_api_limit:
+                return _soap_fault(
+                    "sf:REQUEST_LIMIT_EXCEEDED", "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded."
+                )
+            self.api_usage += 1
+        if not self.metadata_api_allowed:
+            return _soap_fault(
+                "sf:INSUFFICIENT_ACCESS",
+                "INSUFFICIENT_ACCESS",
+                "use of the Metadata API requires a user with the ModifyAllData or ModifyMetadata permissions",
+            )
+        call = envelope.find(f"{{{_SOAP}}}Body/{{{_MD}}}createMetadata")
+        if call is None:
+            return _soap_fault("soapenv:Client", "INVALID_OPERATION", "Only createMetadata is supported here")
+        results = [self._create_field(item) for item in call.findall(f"{{{_MD}}}metadata")]
+        return _soap_response("createMetadataResponse", results)
+
+    def _create_field(self, item: ET.Element) -> dict[str, Any]:
+        """One ``createMetadata`` component: a SaveResult as a dict."""
+        full_name = item.findtext(f"{{{_MD}}}fullName") or ""
+        try:
+            if not (item.get(f"{{{_XSI}}}type") or "").endswith("CustomField"):
+                raise RecordError("INVALID_TYPE", "Only CustomField metadata is supported")
+            obj, _, name = full_name.partition(".")
+            if not name.endswith("__c"):
+                raise RecordError("INVALID_NAME", f"Custom field names end in __c: {full_name}")
+            self.store.add_field(obj, _custom_field(name, item))
+        except RecordError as exc:
+            return {"fullName": full_name, "success": False, "errors": [exc]}
+        return {"fullName": full_name, "success": True, "errors": []}
 
     # ------------------------------------------------------------------ composite
 
@@ -898,6 +957,66 @@ def sobject_name_for(record_id: str) -> str:
     if definition is None:
         raise RecordError("MALFORMED_ID", f"malformed id {record_id}")
     return definition.name
+
+
+def _custom_field(name: str, item: ET.Element) -> FieldDef:
+    """A CustomField component as the sandbox's field definition."""
+
+    def text(tag: str) -> str:
+        return (item.findtext(f"{{{_MD}}}{tag}") or "").strip()
+
+    kind = text("type")
+    types = {"Text": "string", "TextArea": "textarea", "LongTextArea": "textarea", "Number": "double",
+             "Checkbox": "boolean", "Email": "email", "Phone": "phone", "Date": "date", "DateTime": "datetime"}  # fmt: skip
+    if kind not in types:
+        raise RecordError("FIELD_INTEGRITY_EXCEPTION", f"Unsupported field type: {kind or '(none)'}")
+    length = int(text("length") or 0)
+    if kind == "TextArea":
+        length = 255
+    if kind in ("Text", "LongTextArea") and not length:
+        raise RecordError("FIELD_INTEGRITY_EXCEPTION", "Length: You must enter a value")
+    if kind == "Number" and not text("precision"):
+        raise RecordError("FIELD_INTEGRITY_EXCEPTION", "Length: You must enter a value")
+    return FieldDef(
+        name,
+        types[kind],
+        length,
+        label=text("label"),
+        external_id=text("externalId") == "true",
+        unique=text("unique") == "true",
+        custom=True,
+        default=False if kind == "Checkbox" else None,
+    )
+
+
+def _soap_fault(faultcode: str, code: str, message: str) -> Response:
+    body = (
+        f'<soapenv:Fault><faultcode xmlns:sf="{_MD}">{escape(faultcode)}</faultcode>'
+        f"<faultstring>{escape(code)}: {escape(message)}</faultstring></soapenv:Fault>"
+    )
+    return _soap(body, 500)
+
+
+def _soap_response(operation: str, results: list[dict[str, Any]]) -> Response:
+    parts = []
+    for result in results:
+        errors = "".join(
+            f"<errors><message>{escape(e.message)}</message><statusCode>{e.status_code}</statusCode></errors>"
+            for e in result["errors"]
+        )
+        success = "true" if result["success"] else "false"
+        parts.append(
+            f"<result>{errors}<fullName>{escape(result['fullName'])}</fullName><success>{success}</success></result>"
+        )
+    return _soap(f'<{operation} xmlns="{_MD}">{"".join(parts)}</{operation}>', 200)
+
+
+def _soap(body: str, status: int) -> Response:
+    doc = (
+        f'<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="{_SOAP}">'
+        f"<soapenv:Body>{body}</soapenv:Body></soapenv:Envelope>"
+    )
+    return Response(doc, status, content_type="text/xml; charset=utf-8")
 
 
 def _csv_value(value: Any) -> Any:

@@ -7,7 +7,7 @@ field reference; the ``__c`` fields are the custom fields a crm-handoff org inst
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -74,19 +74,41 @@ class FieldDef:
 
 @dataclass(slots=True)
 class SObjectDef:
-    """An sObject: its key prefix and ordered fields (position = slot in a stored row)."""
+    """An sObject: its key prefix and ordered fields (position = slot in a stored row).
+
+    ``hidden`` fields keep their slot (so row layouts never differ between stores) but
+    are invisible: not described, queryable or writable (an org without the field).
+    """
 
     name: str
     key_prefix: str
     fields: tuple[FieldDef, ...]
+    hidden: frozenset[str] = frozenset()
     by_lower: dict[str, int] = field(default_factory=dict)
     by_name: dict[str, int] = field(default_factory=dict)
     relationships: dict[str, FieldDef] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.by_lower = {f.name.lower(): i for i, f in enumerate(self.fields)}
-        self.by_name = {f.name: i for i, f in enumerate(self.fields)}
-        self.relationships = {rel.lower(): f for f in self.fields if (rel := f.relationship_name) is not None}
+        shown = [(i, f) for i, f in enumerate(self.fields) if f.name not in self.hidden]
+        self.by_lower = {f.name.lower(): i for i, f in shown}
+        self.by_name = {f.name: i for i, f in shown}
+        self.relationships = {rel.lower(): f for _, f in shown if (rel := f.relationship_name) is not None}
+
+    def without_custom_fields(self) -> SObjectDef:
+        """This sObject as an org that has not installed crm-handoff's ``__c`` fields sees it."""
+        return SObjectDef(
+            self.name, self.key_prefix, self.fields, frozenset(f.name for f in self.fields if f.custom)
+        )
+
+    def with_field(self, fdef: FieldDef) -> SObjectDef:
+        """A new definition with ``fdef`` added: a hidden slot of that name becomes visible
+        (taking the new definition), otherwise the field gets a new last slot."""
+        hidden = {h.lower(): h for h in self.hidden}
+        slot = hidden.get(fdef.name.lower())
+        if slot is None:
+            return SObjectDef(self.name, self.key_prefix, (*self.fields, fdef), self.hidden)
+        fields = tuple(replace(fdef, name=slot) if f.name == slot else f for f in self.fields)
+        return SObjectDef(self.name, self.key_prefix, fields, self.hidden - {slot})
 
     def position(self, name: str) -> int | None:
         """Slot of a field (case-insensitive), or None if unknown."""
@@ -108,7 +130,7 @@ class SObjectDef:
             "deletable": True,
             "queryable": True,
             "replicateable": True,
-            "fields": [f.describe() for f in self.fields],
+            "fields": [f.describe() for f in self.fields if f.name not in self.hidden],
             "urls": {"sobject": f"/services/data/v62.0/sobjects/{self.name}"},
         }
 

@@ -275,9 +275,13 @@ def parse(soql: str) -> Query:
 
 
 class Resolver(Protocol):
-    """Looks up a record by Id for relationship fields (``Owner.Email``)."""
+    """Looks up sObject definitions, and records by Id for relationship fields (``Owner.Email``)."""
 
     def resolve(self, record_id: str) -> tuple[SObjectDef, Row] | None: ...
+
+    def schema(self, sobject_name: str) -> SObjectDef | None:
+        """The definition queries see (custom fields created at runtime included)."""
+        ...
 
 
 @dataclass(slots=True)
@@ -355,7 +359,7 @@ def record_attributes(sobject_name: str, record_id: str, base_url: str) -> dict[
 
 def compile_query(query: Query, resolver: Resolver) -> Plan:
     """Check names against the schema and build closures over row slots."""
-    definition = sobject(query.sobject)
+    definition = resolver.schema(query.sobject)
     if definition is None:
         raise SoqlError(
             "INVALID_TYPE",

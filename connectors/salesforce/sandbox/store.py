@@ -89,10 +89,16 @@ def _pos(definition: SObjectDef, name: str) -> int:
 class SalesforceStore:
     """All sandbox records, by sObject. Thread-safe."""
 
-    def __init__(self, clock: Clock | None = None, integration_user: bool = True) -> None:
+    def __init__(
+        self, clock: Clock | None = None, integration_user: bool = True, custom_fields: bool = True
+    ) -> None:
+        """``custom_fields=False``: an org where crm-handoff's ``__c`` fields are not installed
+        (``add_field``, i.e. the Metadata API, can create them)."""
         self.lock = threading.RLock()
         self._clock = clock
-        self._tables = {name: _Table(d) for name, d in SOBJECTS.items()}
+        self._tables = {
+            name: _Table(d if custom_fields else d.without_custom_fields()) for name, d in SOBJECTS.items()
+        }
         self._counters: dict[str, int] = {}
         self._undo: list[Callable[[], None]] | None = None
         self.integration_user_id: str | None = None
@@ -293,12 +299,38 @@ class SalesforceStore:
     def definition(self, sobject_name: str) -> SObjectDef:
         return self._table(sobject_name).definition
 
+    def schema(self, sobject_name: str) -> SObjectDef | None:
+        """This store's definition of an sObject (None if unknown): what SOQL may see."""
+        base = sobject(sobject_name)
+        return None if base is None else self._tables[base.name].definition
+
+    def add_field(self, sobject_name: str, fdef: FieldDef) -> None:
+        """Create a custom field at runtime (the Metadata API); existing rows hold null.
+
+        Raises ``RecordError('DUPLICATE_DEVELOPER_NAME')`` if the field exists."""
+        table = self._table(sobject_name)
+        with self.lock:
+            old = table.definition
+            if old.field(fdef.name) is not None:
+                raise RecordError(
+                    "DUPLICATE_DEVELOPER_NAME",
+                    f"There is already a field named {fdef.name.removesuffix('__c')} on {old.name}.",
+                )
+            new = old.with_field(fdef)
+            if len(new.fields) > len(old.fields):
+                table.rows = {rid: (*row, None) for rid, row in table.rows.items()}
+            table.definition = new
+            table.unique = {i: table.unique.get(i, {}) for i, f in enumerate(new.fields) if f.unique}
+            table.required = tuple(i for i, f in enumerate(new.fields) if f.required)
+            table.references = tuple(i for i, f in enumerate(new.fields) if f.type == "reference")
+
     def resolve(self, record_id: str) -> tuple[SObjectDef, Row] | None:
         """The live record with this Id, whatever its sObject."""
-        definition = sobject_for_id(record_id)
-        if definition is None:
+        base = sobject_for_id(record_id)
+        if base is None:
             return None
-        table = self._tables[definition.name]
+        table = self._tables[base.name]
+        definition = table.definition
         row = table.rows.get(full_id(record_id))
         if row is None or row[_pos(definition, "IsDeleted")]:
             return None
@@ -637,7 +669,8 @@ def _compact(**values: Any) -> dict[str, Any]:
 
 
 def _as_dict(definition: SObjectDef, row: Row) -> dict[str, Any]:
-    return {f.name: v for f, v in zip(definition.fields, row, strict=True)}
+    hidden = definition.hidden
+    return {f.name: v for f, v in zip(definition.fields, row, strict=True) if f.name not in hidden}
 
 
 def _bad_type(fdef: FieldDef, value: Any) -> RecordError:
