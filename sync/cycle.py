@@ -159,6 +159,7 @@ def _process(engine: Engine, ctx: CycleContext, people: list[Person], fresh: boo
             drop.append(key)
             ctx.qualified.discard(key)
         engine.forget(ctx, [key])
+    engine.flush_queue(ctx)
     engine.dequeue(ctx, drop)
     if ctx.dry_run:
         return
@@ -382,14 +383,15 @@ def _write_tasks(
             continue
         check = [e.key for e in mine if (e.key, e.crm) in maybe_written]
         existing = conn.find_tasks(check) if check else {}
-        for key, task_id in existing.items():
-            engine.state.confirm(key, crm, task_id, ctx.now)
+        engine.state.confirm_many([(key, crm, task_id) for key, task_id in existing.items()], ctx.now)
+        for key in existing:
             ctx.count("tasks_existing", crm)
             done.add(key)
         todo = [_task(e) for e in mine if e.key not in existing]
-        for res in conn.write_tasks(todo) if todo else []:
+        results = conn.write_tasks(todo) if todo else []
+        engine.state.confirm_many([(r.key, crm, r.crm_id) for r in results if r.ok and r.crm_id], ctx.now)
+        for res in results:
             if res.ok and res.crm_id:
-                engine.state.confirm(res.key, crm, res.crm_id, ctx.now)
                 ctx.count("tasks_created" if res.created is not False else "tasks_existing", crm)
                 done.add(res.key)
             else:
@@ -541,17 +543,14 @@ def _apply_writes(engine: Engine, ctx: CycleContext, writes: _Writes) -> None:
                 _error(engine, ctx, crm, f"person {res.key}", res.error or "rejected")
         updates = [PersonUpdate(pid, ot, vals) for (c, pid, ot), vals in writes.values.items() if c == crm]
         written: dict[str, dict[str, Any]] = {}
+        types = {u.person_id: u.object_type for u in reversed(updates)}  # the first, as before
         for res in conn.update_people(updates) if updates else []:
             if res.ok:
                 ctx.count("updated", crm)
-                written[res.key] = writes.values[(crm, res.key, _object_type(updates, res.key))]
+                written[res.key] = writes.values[(crm, res.key, types[res.key])]
             else:
                 _error(engine, ctx, crm, f"person {res.key}", res.error or "rejected")
         _mirror_writes(engine, crm, written)
-
-
-def _object_type(updates: Sequence[PersonUpdate], person_id: str) -> str:
-    return next(u.object_type for u in updates if u.person_id == person_id)
 
 
 def _mirror_writes(engine: Engine, crm: str, written: dict[str, dict[str, Any]]) -> None:

@@ -91,6 +91,7 @@ class CycleContext:
     touched: dict[str, set[str]] = field(default_factory=dict)
     seen: dict[str, set[str]] = field(default_factory=dict)
     queue_overlay: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    pending_queue: list[tuple[str, int, dict[str, Any], str, datetime]] = field(default_factory=list)
     errors: list[dict[str, str]] = field(default_factory=list)
     stopped: str | None = None
     should_stop: Callable[[], str | None] | None = None
@@ -370,8 +371,14 @@ class Engine:
                 "queued_at": ctx.now,
                 "status_written": None,
             }
-        else:
-            self.state.enqueue(prof.key, q.score, snap, "sales-ready", ctx.now)
+        else:  # written with the chunk (``flush_queue``)
+            ctx.pending_queue.append((prof.key, q.score, snap, "sales-ready", ctx.now))
+
+    def flush_queue(self, ctx: CycleContext) -> None:
+        """Write the people ``enqueue`` gathered, in one transaction."""
+        if ctx.pending_queue:
+            self.state.enqueue_many(ctx.pending_queue)
+            ctx.pending_queue.clear()
 
     def dequeue(self, ctx: CycleContext, keys: Sequence[str]) -> None:
         if ctx.dry_run:

@@ -27,12 +27,12 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    bindparam,
     create_engine,
     delete,
     event,
     func,
     insert,
-    or_,
     select,
     update,
 )
@@ -394,19 +394,23 @@ class StateStore:
     def activities_for(
         self, person_ids: Sequence[str], emails: Sequence[str], since: datetime
     ) -> list[Activity]:
-        out: list[Activity] = []
+        """Activities since ``since`` of any of the person ids or emails (each once).
+
+        Ids and emails are queried separately (an ``a OR b`` over two ``IN`` lists would
+        pair every id part with every email part and read each row many times).
+        """
+        found: dict[tuple[str, str], Activity] = {}
         with self.engine.connect() as conn:
-            for ids_part in _parts(list(person_ids) or [""]):
-                for email_part in _parts([e.lower() for e in emails] or [""]):
-                    q = select(activities).where(
-                        activities.c.occurred_at >= since,
-                        or_(
-                            activities.c.person_id.in_(ids_part),
-                            activities.c.email.in_(email_part),
-                        ),
-                    )
-                    out.extend(
-                        Activity(
+            for column, values in (
+                (activities.c.person_id, sorted(set(person_ids))),
+                (activities.c.email, sorted({e.lower() for e in emails})),
+            ):
+                for part in _parts(values):
+                    q = select(activities).where(activities.c.occurred_at >= since, column.in_(part))
+                    for r in conn.execute(q):
+                        if (r.crm, r.activity_id) in found:
+                            continue
+                        found[(r.crm, r.activity_id)] = Activity(
                             crm=r.crm,
                             id=r.activity_id,
                             kind=r.kind,
@@ -415,9 +419,7 @@ class StateStore:
                             email=r.email,
                             title=r.title,
                         )
-                        for r in conn.execute(q)
-                    )
-        return list({(a.crm, a.id): a for a in out}.values())
+        return list(found.values())
 
     def prune_activities(self, before: datetime) -> None:
         with self.engine.begin() as conn:
@@ -452,37 +454,64 @@ class StateStore:
         return out
 
     def record_intents(self, entries: Sequence[LedgerEntry], run_id: int | None) -> None:
-        """Record handoffs about to be written, before any CRM write (idempotent)."""
+        """Record handoffs about to be written, before any CRM write (idempotent).
+
+        One transaction: entries an earlier, interrupted run already recorded are left
+        as they are; the others are inserted together (row by row if a concurrent
+        writer got there first).
+        """
+        rows = {
+            (e.key, e.crm): {
+                "key": e.key,
+                "crm": e.crm,
+                "person_key": e.person_key,
+                "episode": e.episode,
+                "rep_email": e.rep_email,
+                "week_start": e.week_start,
+                "status": "intent",
+                "score": e.score,
+                "reasons": e.reasons,
+                "payload": e.payload or {},
+                "planned_at": e.planned_at,
+                "run_id": run_id,
+            }
+            for e in entries
+        }
+        if not rows:
+            return
         with self.engine.begin() as conn:
-            for e in entries:
-                try:
-                    with conn.begin_nested():
-                        conn.execute(
-                            insert(ledger).values(
-                                key=e.key,
-                                crm=e.crm,
-                                person_key=e.person_key,
-                                episode=e.episode,
-                                rep_email=e.rep_email,
-                                week_start=e.week_start,
-                                status="intent",
-                                score=e.score,
-                                reasons=e.reasons,
-                                payload=e.payload or {},
-                                planned_at=e.planned_at,
-                                run_id=run_id,
-                            )
-                        )
-                except IntegrityError:
-                    pass  # already recorded by an earlier, interrupted run
+            for part in _parts(sorted({k for k, _ in rows})):
+                for key, crm in conn.execute(
+                    select(ledger.c.key, ledger.c.crm).where(ledger.c.key.in_(part))
+                ):
+                    rows.pop((key, crm), None)
+            if not rows:
+                return
+            try:
+                with conn.begin_nested():
+                    conn.execute(insert(ledger), list(rows.values()))
+            except IntegrityError:
+                for row in rows.values():
+                    try:
+                        with conn.begin_nested():
+                            conn.execute(insert(ledger).values(**row))
+                    except IntegrityError:
+                        pass  # already recorded
 
     def confirm(self, key: str, crm: str, task_id: str, at: datetime) -> None:
+        self.confirm_many([(key, crm, task_id)], at)
+
+    def confirm_many(self, done: Sequence[tuple[str, str, str]], at: datetime) -> None:
+        """Mark ``(key, crm, task_id)`` handoffs done, in one transaction."""
+        if not done:
+            return
+        stmt = (
+            update(ledger)
+            .where(ledger.c.key == bindparam("b_key"), ledger.c.crm == bindparam("b_crm"))
+            .values(status="done", task_id=bindparam("b_task"), confirmed_at=at, error=None)
+        )
         with self.engine.begin() as conn:
-            conn.execute(
-                update(ledger)
-                .where(ledger.c.key == key, ledger.c.crm == crm)
-                .values(status="done", task_id=task_id, confirmed_at=at, error=None)
-            )
+            conn.execute(stmt, [{"b_key": k, "b_crm": c, "b_task": t} for k, c, t in done])
 
     def fail(self, key: str, crm: str, error: str) -> None:
         with self.engine.begin() as conn:
@@ -508,22 +537,48 @@ class StateStore:
     def enqueue(
         self, person_key: str, score: int, snapshot: dict[str, Any], reason: str, at: datetime
     ) -> None:
+        self.enqueue_many([(person_key, score, snapshot, reason, at)])
+
+    def enqueue_many(self, items: Sequence[tuple[str, int, dict[str, Any], str, datetime]]) -> None:
+        """Queue (or refresh the score and snapshot of) sales-ready people, in one transaction.
+
+        Items are ``(person_key, score, snapshot, reason, at)``; a person already queued
+        keeps their reason and ``queued_at``.
+        """
+        latest = {item[0]: item for item in items}
+        if not latest:
+            return
         with self.engine.begin() as conn:
-            done = conn.execute(
-                update(queue)
-                .where(queue.c.person_key == person_key)
-                .values(score=score, snapshot=snapshot, updated_at=at)
-            ).rowcount
-            if not done:
+            have: set[str] = set()
+            for part in _parts(sorted(latest)):
+                have |= set(
+                    conn.execute(select(queue.c.person_key).where(queue.c.person_key.in_(part))).scalars()
+                )
+            old = [latest[k] for k in latest if k in have]
+            new = [latest[k] for k in latest if k not in have]
+            if old:
                 conn.execute(
-                    insert(queue).values(
-                        person_key=person_key,
-                        score=score,
-                        snapshot=snapshot,
-                        reason=reason,
-                        queued_at=at,
-                        updated_at=at,
-                    )
+                    update(queue)
+                    .where(queue.c.person_key == bindparam("b_key"))
+                    .values(
+                        score=bindparam("b_score"), snapshot=bindparam("b_snap"), updated_at=bindparam("b_at")
+                    ),
+                    [{"b_key": k, "b_score": sc, "b_snap": snap, "b_at": at} for k, sc, snap, _, at in old],
+                )
+            if new:
+                conn.execute(
+                    insert(queue),
+                    [
+                        {
+                            "person_key": k,
+                            "score": sc,
+                            "snapshot": snap,
+                            "reason": reason,
+                            "queued_at": at,
+                            "updated_at": at,
+                        }
+                        for k, sc, snap, reason, at in new
+                    ],
                 )
 
     def mark_status_written(self, person_key: str, status: str, reason: str | None = None) -> None:
