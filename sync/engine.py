@@ -11,10 +11,12 @@ written anywhere: writes are skipped and the queue lives in memory.
 from __future__ import annotations
 
 import json
-from collections import Counter
+import threading
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import structlog
@@ -34,6 +36,7 @@ log = structlog.get_logger("handoff.engine")
 DEFAULT_LOOKBACK = timedelta(minutes=5)
 CHUNK = 1000  # people processed (and checkpointed) together
 KEEP_PROFILES = 5000  # candidate profiles kept in memory; others are reloaded from the mirror
+AHEAD = 3000  # people a CRM's pull may fetch ahead of processing (on its own thread)
 OWNERS_TTL = timedelta(hours=1)
 
 
@@ -92,6 +95,7 @@ class CycleContext:
     seen: dict[str, set[str]] = field(default_factory=dict)
     queue_overlay: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     pending_queue: list[tuple[str, int, dict[str, Any], str, datetime]] = field(default_factory=list)
+    pulls: dict[str, PeoplePull] = field(default_factory=dict)
     errors: list[dict[str, str]] = field(default_factory=list)
     stopped: str | None = None
     should_stop: Callable[[], str | None] | None = None
@@ -130,9 +134,86 @@ def _chunks(pages: Iterator[PeoplePage], size: int) -> Iterator[tuple[list[Perso
     people: list[Person] = []
     for page in pages:
         people += page.people
-        if len(people) >= size or page.resume is None:
+        if len(people) >= size or page.resume is None or not page.people:  # empty: a phase boundary
             yield people, page
             people = []
+
+
+class Ahead:
+    """Pages of one pull, fetched on a thread of their own while earlier ones are processed.
+
+    At most ``limit`` people wait (plus the page being fetched), so memory stays flat.
+    Pages come out in order; an exception the pull raises comes out, in its place, as
+    the same exception. ``close`` stops the thread before its next page.
+    """
+
+    def __init__(self, name: str, pages: Callable[[], Iterator[PeoplePage]], limit: int = AHEAD) -> None:
+        self._items: deque[tuple[PeoplePage | None, BaseException | None]] = deque()
+        self._held = 0
+        self._limit = limit
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, args=(pages,), name=f"pull-{name}", daemon=True)
+        self._thread.start()
+
+    def _run(self, pages: Callable[[], Iterator[PeoplePage]]) -> None:
+        end: tuple[PeoplePage | None, BaseException | None] = (None, None)
+        it: Iterator[PeoplePage] | None = None
+        try:
+            it = pages()
+            for page in it:
+                with self._cond:
+                    while self._held >= self._limit and not self._closed:
+                        self._cond.wait()
+                    if self._closed:
+                        return
+                    self._items.append((page, None))
+                    self._held += len(page.people)
+                    self._cond.notify_all()
+        except BaseException as exc:  # handed to the consumer, raised there
+            end = (None, exc)
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+        with self._cond:
+            self._items.append(end)
+            self._cond.notify_all()
+
+    def __iter__(self) -> Iterator[PeoplePage]:
+        while True:
+            with self._cond:
+                while not self._items:
+                    self._cond.wait()
+                page, exc = self._items.popleft()
+                if page is not None:
+                    self._held -= len(page.people)
+                    self._cond.notify_all()
+            if page is not None:
+                yield page
+            elif exc is not None:
+                raise exc
+            else:
+                return
+
+    def close(self, wait: float = 30.0) -> None:
+        with self._cond:
+            self._closed = True
+            self._items.clear()
+            self._held = 0
+            self._cond.notify_all()
+        if self._thread is not threading.current_thread():
+            self._thread.join(wait)
+
+
+@dataclass
+class PeoplePull:
+    """One CRM's pass over its changed people: where it starts, and its pages."""
+
+    since: datetime | None
+    resume: Any
+    started: str
+    pages: Ahead
 
 
 class Engine:
@@ -207,7 +288,22 @@ class Engine:
         ``on_reconcile(crm, alive)`` receives a connector's full list of live ids when it
         had to reconcile (a gap longer than its deletes window).
         """
+        try:
+            self.open_pulls(ctx)
+            for crm in self.connectors:
+                self._pull_pass(ctx, crm, on_chunk, on_reconcile)
+        finally:
+            self.close_pulls(ctx)
+
+    def open_pulls(self, ctx: CycleContext) -> None:
+        """Start every CRM's people pass, each on a thread of its own, ahead of processing.
+
+        Processing stays on the calling thread, one chunk at a time and in CRM order;
+        only the fetching of the next pages overlaps it (and the activity pull).
+        """
         for crm, conn in self.connectors.items():
+            if crm in ctx.pulls:
+                continue
             checkpoint = json.loads(self.state.watermark(crm, "people") or "{}")
             if "resume" in checkpoint:  # an interrupted pass: continue after its last chunk
                 since, resume = _parse_ts(checkpoint.get("since")), checkpoint["resume"]
@@ -216,28 +312,39 @@ class Engine:
                 mark = _parse_ts(checkpoint.get("watermark"))
                 since, resume = (mark - self.lookback if mark else None), None
                 started = datetime.now(UTC).isoformat()
-            if since is not None:
-                ctx.seen.setdefault(crm, set())
-            for people, last in _chunks(conn.pull_people(since, resume), CHUNK):
-                ctx.pulled[crm] += len(people)
-                if crm in ctx.seen:
-                    ctx.seen[crm] |= {p.id for p in people}
-                on_chunk(people, fresh=True)
-                if last.alive is not None and on_reconcile is not None:
-                    on_reconcile(crm, last.alive)
-                if ctx.dry_run:
-                    continue
-                if last.resume is not None:
-                    mid = {
-                        "since": since.isoformat() if since else None,
-                        "resume": last.resume,
-                        "started": started,
-                    }
-                    self.state.set_watermark(crm, "people", json.dumps(mid))
-                else:  # the pass is complete: the next one starts here (minus the lookback)
-                    done = last.watermark.isoformat() if last.watermark else started
-                    self.state.set_watermark(crm, "people", json.dumps({"watermark": done}))
-                ctx.checkpoint()  # the chunk and its resume token are saved: a safe point
+            pages = Ahead(crm, partial(conn.pull_people, since, resume))
+            ctx.pulls[crm] = PeoplePull(since, resume, started, pages)
+
+    def close_pulls(self, ctx: CycleContext) -> None:
+        """Stop the pull threads (those that have not finished)."""
+        for pull in ctx.pulls.values():
+            pull.pages.close()
+
+    def _pull_pass(self, ctx: CycleContext, crm: str, on_chunk: Any, on_reconcile: Any) -> None:
+        pull = ctx.pulls[crm]
+        since, started = pull.since, pull.started
+        if since is not None:
+            ctx.seen.setdefault(crm, set())
+        for people, last in _chunks(iter(pull.pages), CHUNK):
+            ctx.pulled[crm] += len(people)
+            if crm in ctx.seen:
+                ctx.seen[crm] |= {p.id for p in people}
+            on_chunk(people, fresh=True)
+            if last.alive is not None and on_reconcile is not None:
+                on_reconcile(crm, last.alive)
+            if ctx.dry_run:
+                continue
+            if last.resume is not None:
+                mid = {
+                    "since": since.isoformat() if since else None,
+                    "resume": last.resume,
+                    "started": started,
+                }
+                self.state.set_watermark(crm, "people", json.dumps(mid))
+            else:  # the pass is complete: the next one starts here (minus the lookback)
+                done = last.watermark.isoformat() if last.watermark else started
+                self.state.set_watermark(crm, "people", json.dumps({"watermark": done}))
+            ctx.checkpoint()  # the chunk and its resume token are saved: a safe point
 
     def touched_people(self, ctx: CycleContext) -> list[Person]:
         """People with new activity who were not pulled this cycle, from the mirror."""
