@@ -78,12 +78,16 @@ def run_cycle(
     log.info("cycle_started", run=ctx.run_id, dry_run=dry_run)
     try:
         engine.load_owners(ctx)
-        engine.pull_activities(ctx)
-        engine.pull_people(
-            ctx,
-            lambda people, fresh: _process(engine, ctx, people, fresh),
-            lambda crm, alive: _reconcile(engine, ctx, crm, alive),
-        )
+        engine.open_pulls(ctx)  # people pages are fetched while activity is pulled
+        try:
+            engine.pull_activities(ctx)
+            engine.pull_people(
+                ctx,
+                lambda people, fresh: _process(engine, ctx, people, fresh),
+                lambda crm, alive: _reconcile(engine, ctx, crm, alive),
+            )
+        finally:
+            engine.close_pulls(ctx)
         touched = engine.touched_people(ctx)
         if touched:
             _process(engine, ctx, touched, fresh=False)
