@@ -46,6 +46,7 @@ T = TypeVar("T")
 
 COLLECTION = 200  # sObject Collections maximum per call
 BULK_PAGE = 50_000  # records per Bulk API 2.0 results page
+BULK_SLICE = 2_000  # records per page yielded from a bulk results page
 COMPOSITE_QUERIES = 5  # a Composite request may carry 5 queries (one API call)
 DELETED_WINDOW = timedelta(days=15) - timedelta(minutes=5)  # getDeleted keeps 15 days
 ID_CHUNK = 200  # ids per "Id IN (...)" query, well inside URL limits
@@ -406,15 +407,16 @@ class SalesforceConnector:
         try:
             bulk: Any = self.sf.bulk2  # read now: it captures the current session token
             for text in getattr(bulk, obj).query(soql, max_records=BULK_PAGE, wait=1):
-                records = [_from_csv(row) for row in csv.DictReader(io.StringIO(str(text)))]
-                stages = self._opportunity_stages(
-                    [r["ConvertedOpportunityId"] for r in records if r.get("ConvertedOpportunityId")]
-                )
-                people = [
-                    self._person(r, object_type, stages.get(r.get("ConvertedOpportunityId") or ""))
-                    for r in records
-                ]
-                yield PeoplePage(people, token)
+                rows = (_from_csv(row) for row in csv.DictReader(io.StringIO(str(text))))
+                for records in chunked(rows, BULK_SLICE):  # pages of a REST page's size: flat memory
+                    stages = self._opportunity_stages(
+                        [r["ConvertedOpportunityId"] for r in records if r.get("ConvertedOpportunityId")]
+                    )
+                    people = [
+                        self._person(r, object_type, stages.get(r.get("ConvertedOpportunityId") or ""))
+                        for r in records
+                    ]
+                    yield PeoplePage(people, token)
         except (requests.RequestException, SalesforceError) as exc:
             raise (
                 classify(exc)
