@@ -32,7 +32,7 @@ from sync.engine import (
 )
 from sync.errors import CrmError, QuotaExhausted, StopRequested
 from sync.profiles import Profile
-from sync.records import Person, PersonCreate, PersonUpdate, TaskRequest
+from sync.records import Activity, Person, PersonCreate, PersonUpdate, TaskRequest
 from sync.routing import RoutingPlan, week_start
 from sync.state import LedgerEntry
 
@@ -133,44 +133,51 @@ def _process(engine: Engine, ctx: CycleContext, people: list[Person], fresh: boo
     """Merge, score and sync one chunk; queue its sales-ready people; save it."""
     state = engine.state
     live = [p for p in people if not p.deleted]
-    if fresh and not ctx.dry_run:
-        for p in live:
-            merged = [m for m in (p.values.get("hs_merged_object_ids") or "").split(";") if m]
-            if p.crm == "hubspot" and merged:
-                state.merge_hubspot_ids(p.id, merged)
-        state.save_people(live)
-        _forget_deleted(engine, ctx, [p for p in people if p.deleted])
-    if fresh:
+    found: list[list[Activity]] = []
+    if fresh:  # the CRM calls first, so the chunk's state is written in one transaction
         window = ctx.now - timedelta(days=engine.window_days)
         for crm, conn in engine.connectors.items():
             mine = [p for p in live if p.crm == crm]
             if mine:
-                engine._keep_activities(ctx, list(conn.activities_for(mine, window)))
-    profiles = engine.profiles_for(ctx, live)
-    ctx.scored += len(profiles)
-    writes = _Writes()
-    drop: list[str] = []
-    for key, prof in profiles.items():
-        _sync_writes(engine, prof, writes)
-        q = ctx.qualifications[key]
-        if q.qualified and engine.episode(ctx, key, prof.stage)[1]:
-            ctx.qualified.add(key)
-            engine.enqueue(ctx, prof, q)
-            if len(ctx.profiles) < KEEP_PROFILES:
-                ctx.profiles[key] = prof
-                continue
-        else:
-            drop.append(key)
-            ctx.qualified.discard(key)
-        engine.forget(ctx, [key])
-    engine.flush_queue(ctx)
-    engine.dequeue(ctx, drop)
+                found.append(list(conn.activities_for(mine, window)))
+    with state.batch():
+        if fresh and not ctx.dry_run:
+            for p in live:
+                merged = [m for m in (p.values.get("hs_merged_object_ids") or "").split(";") if m]
+                if p.crm == "hubspot" and merged:
+                    state.merge_hubspot_ids(p.id, merged)
+            state.save_people(live)
+            _forget_deleted(engine, ctx, [p for p in people if p.deleted])
+        for acts in found:
+            engine._keep_activities(ctx, acts)
+        profiles = engine.profiles_for(ctx, live)
+        ctx.scored += len(profiles)
+        writes = _Writes()
+        drop: list[str] = []
+        for key, prof in profiles.items():
+            _sync_writes(engine, prof, writes)
+            q = ctx.qualifications[key]
+            if q.qualified and engine.episode(ctx, key, prof.stage)[1]:
+                ctx.qualified.add(key)
+                engine.enqueue(ctx, prof, q)
+                if len(ctx.profiles) < KEEP_PROFILES:
+                    ctx.profiles[key] = prof
+                    continue
+            else:
+                drop.append(key)
+                ctx.qualified.discard(key)
+            engine.forget(ctx, [key])
+        engine.flush_queue(ctx)
+        engine.dequeue(ctx, drop)
     if ctx.dry_run:
         return
     _apply_writes(engine, ctx, writes)
-    state.save_identities([p.identity() for p in profiles.values()])
-    state.save_field_values({k: dict(p.values) for k, p in profiles.items() if p.hubspot and p.salesforce})
-    state.record_stages({k: p.stage for k, p in profiles.items() if p.stage}, ctx.now, _entered(profiles))
+    with state.batch():
+        state.save_identities([p.identity() for p in profiles.values()])
+        state.save_field_values(
+            {k: dict(p.values) for k, p in profiles.items() if p.hubspot and p.salesforce}
+        )
+        state.record_stages({k: p.stage for k, p in profiles.items() if p.stage}, ctx.now, _entered(profiles))
 
 
 def _entered(profiles: dict[str, Profile]) -> dict[str, datetime]:

@@ -34,6 +34,17 @@ def _number(value: str | None) -> float | None:
         return None
 
 
+_LOWERED: dict[tuple[int, str], tuple[FieldCondition, tuple[str, ...]]] = {}
+
+
+def _lowered(cond: FieldCondition, attr: str) -> tuple[str, ...]:
+    """A condition's list, lower-cased once (conditions are scored against every person)."""
+    hit = _LOWERED.get((id(cond), attr))
+    if hit is None or hit[0] is not cond:
+        hit = _LOWERED[(id(cond), attr)] = (cond, tuple(v.lower() for v in getattr(cond, attr) or ()))
+    return hit[1]
+
+
 def matches(cond: FieldCondition, values: Mapping[str, str | None]) -> tuple[bool, str]:
     """Does ``cond`` hold for these canonical values? Returns (holds, detail)."""
     raw = values.get(cond.field)
@@ -44,12 +55,11 @@ def matches(cond: FieldCondition, values: Mapping[str, str | None]) -> tuple[boo
     if not text:
         return False, ""
     if cond.one_of is not None:
-        return low in {v.lower() for v in cond.one_of}, f"{cond.field} = {text}"
+        return low in _lowered(cond, "one_of"), f"{cond.field} = {text}"
     if cond.contains_any is not None:
-        hit = next((v for v in cond.contains_any if v.lower() in low), None)
-        return hit is not None, f"{cond.field} '{text}'"
+        return any(v in low for v in _lowered(cond, "contains_any")), f"{cond.field} '{text}'"
     if cond.ends_with_any is not None:
-        return any(low.endswith(v.lower()) for v in cond.ends_with_any), f"{cond.field} {text}"
+        return low.endswith(_lowered(cond, "ends_with_any")), f"{cond.field} {text}"
     number = _number(text)
     if number is None:
         return False, ""
@@ -70,9 +80,12 @@ def qualify(
         ok, detail = matches(rule, values)
         if ok:
             reasons.append(Reason(rule.name, rule.points, detail))
+    by_kind: dict[str, list[Activity]] = {}
+    for act in activities:
+        by_kind.setdefault(act.kind, []).append(act)
     for brule in rules.behaviour:
         since = now - timedelta(days=brule.within_days)
-        hits = [a for a in activities if a.kind == brule.activity and since <= a.occurred_at <= now]
+        hits = [a for a in by_kind.get(brule.activity, ()) if since <= a.occurred_at <= now]
         if len(hits) >= brule.at_least:
             what = brule.activity.replace("_", " ")
             reasons.append(

@@ -8,7 +8,9 @@ transaction, so a crash leaves the store as of the last completed step.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -17,6 +19,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     Column,
+    Connection,
     Date,
     DateTime,
     Engine,
@@ -203,8 +206,45 @@ class StateStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine: Engine = create_engine(url, future=True)
+        self._local = threading.local()  # the open batch's connection, per thread
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Every read and write of this thread inside the block shares one transaction,
+        committed at the end of the block (one commit instead of one per method).
+        Nested blocks join the outer one. Keep CRM calls out of a batch: it holds the
+        database's write lock from its first write until it ends."""
+        if getattr(self._local, "conn", None) is not None:
+            yield
+            return
+        with self.engine.begin() as conn:
+            self._local.conn = conn
+            try:
+                yield
+            finally:
+                self._local.conn = None
+
+    @contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        """A transaction: the batch's, when this thread is in one; else a new one."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            yield conn
+            return
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _connect(self) -> Iterator[Connection]:
+        """A connection for reads: the batch's (it sees the batch's writes), else a new one."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            yield conn
+            return
+        with self.engine.connect() as conn:
+            yield conn
 
     def create_schema(self) -> None:
         """Create missing tables (idempotent)."""
@@ -215,7 +255,7 @@ class StateStore:
 
     # --- watermarks ---------------------------------------------------------
     def watermark(self, crm: str, stream: str) -> str | None:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             row = conn.execute(
                 select(watermarks.c.value).where(watermarks.c.crm == crm, watermarks.c.stream == stream)
             ).first()
@@ -223,7 +263,7 @@ class StateStore:
 
     def set_watermark(self, crm: str, stream: str, value: str) -> None:
         now = datetime.now(UTC)
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             done = conn.execute(
                 update(watermarks)
                 .where(watermarks.c.crm == crm, watermarks.c.stream == stream)
@@ -238,7 +278,7 @@ class StateStore:
         if not items:
             return
         latest = {(p.crm, p.id): p for p in items}
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             for crm in {c for c, _ in latest}:
                 ids = [i for c, i in latest if c == crm]
                 for part in _parts(ids):
@@ -247,7 +287,7 @@ class StateStore:
 
     def people_by_ids(self, crm: str, ids: Sequence[str]) -> list[Person]:
         out: list[Person] = []
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             for part in _parts(sorted(set(ids))):
                 rows = conn.execute(select(people).where(people.c.crm == crm, people.c.id.in_(part)))
                 out += [_person_from_row(r) for r in rows]
@@ -255,20 +295,20 @@ class StateStore:
 
     def people_ids(self, crm: str, object_type: str) -> set[str]:
         """Ids of every mirrored person of one CRM and object type."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = conn.execute(
                 select(people.c.id).where(people.c.crm == crm, people.c.object_type == object_type)
             )
             return {r[0] for r in rows}
 
     def forget_people(self, crm: str, ids: Sequence[str]) -> None:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             for part in _parts(list(ids)):
                 conn.execute(delete(people).where(people.c.crm == crm, people.c.id.in_(part)))
 
     # --- identities ---------------------------------------------------------
     def identities(self) -> list[Identity]:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = conn.execute(select(identities)).all()
         return [Identity(*row) for row in rows]
 
@@ -277,7 +317,7 @@ class StateStore:
     ) -> list[Identity]:
         """Identities matching any of the ids or emails."""
         found: dict[str, Identity] = {}
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             for column, values in (
                 (identities.c.hubspot_id, hubspot_ids),
                 (identities.c.salesforce_id, salesforce_ids),
@@ -289,7 +329,7 @@ class StateStore:
         return list(found.values())
 
     def identities_by_key(self, keys: Sequence[str]) -> list[Identity]:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows: list[Any] = []
             for part in _parts(list(keys)):
                 rows += conn.execute(select(identities).where(identities.c.person_key.in_(part))).all()
@@ -301,7 +341,7 @@ class StateStore:
         The first merged contact's identity moves to the primary id (unless the primary
         already has one); the merged contacts leave the mirror.
         """
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             has = conn.execute(
                 select(identities.c.person_key).where(identities.c.hubspot_id == primary)
             ).first()
@@ -327,7 +367,7 @@ class StateStore:
         items = list(items)
         if not items:
             return
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             keys = [i.person_key for i in items]
             for part in _parts(keys):
                 conn.execute(delete(identities).where(identities.c.person_key.in_(part)))
@@ -336,7 +376,7 @@ class StateStore:
     # --- field values (last synced, for two-way rules) ---------------------
     def field_values(self, person_keys: Sequence[str]) -> dict[str, dict[str, str | None]]:
         out: dict[str, dict[str, str | None]] = {}
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             for part in _parts(list(person_keys)):
                 for key, field, value in conn.execute(
                     select(field_values).where(field_values.c.person_key.in_(part))
@@ -347,7 +387,7 @@ class StateStore:
     def save_field_values(self, values: dict[str, dict[str, str | None]]) -> None:
         if not values:
             return
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             for part in _parts(list(values)):
                 conn.execute(delete(field_values).where(field_values.c.person_key.in_(part)))
             rows = [
@@ -362,7 +402,7 @@ class StateStore:
     def save_activities(self, items: Iterable[Activity]) -> int:
         """Store activities (idempotent by crm + id); returns how many were new."""
         new = 0
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             for part in _parts(list(items), 500):
                 ids = {(a.crm, a.id) for a in part}
                 seen = {
@@ -400,7 +440,7 @@ class StateStore:
         pair every id part with every email part and read each row many times).
         """
         found: dict[tuple[str, str], Activity] = {}
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             for column, values in (
                 (activities.c.person_id, sorted(set(person_ids))),
                 (activities.c.email, sorted({e.lower() for e in emails})),
@@ -422,26 +462,26 @@ class StateStore:
         return list(found.values())
 
     def prune_activities(self, before: datetime) -> None:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(delete(activities).where(activities.c.occurred_at < before))
 
     # --- ledger -------------------------------------------------------------
     def ledger_for_people(self, person_keys: Sequence[str]) -> list[LedgerEntry]:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows: list[Any] = []
             for part in _parts(list(person_keys)):
                 rows += conn.execute(select(ledger).where(ledger.c.person_key.in_(part))).all()
         return [_entry(r) for r in rows]
 
     def open_intents(self) -> list[LedgerEntry]:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = conn.execute(select(ledger).where(ledger.c.status == "intent")).all()
         return [_entry(r) for r in rows]
 
     def used_capacity(self, weeks: dict[str, date]) -> dict[str, int]:
         """Handoffs (any status but failed) per rep email in that rep's current week."""
         out: dict[str, int] = {}
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             for email, week in weeks.items():
                 count = conn.execute(
                     select(func.count(func.distinct(ledger.c.key))).where(
@@ -479,7 +519,7 @@ class StateStore:
         }
         if not rows:
             return
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             for part in _parts(sorted({k for k, _ in rows})):
                 for key, crm in conn.execute(
                     select(ledger.c.key, ledger.c.crm).where(ledger.c.key.in_(part))
@@ -510,11 +550,11 @@ class StateStore:
             .where(ledger.c.key == bindparam("b_key"), ledger.c.crm == bindparam("b_crm"))
             .values(status="done", task_id=bindparam("b_task"), confirmed_at=at, error=None)
         )
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(stmt, [{"b_key": k, "b_crm": c, "b_task": t} for k, c, t in done])
 
     def fail(self, key: str, crm: str, error: str) -> None:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(
                 update(ledger)
                 .where(ledger.c.key == key, ledger.c.crm == crm)
@@ -522,7 +562,7 @@ class StateStore:
             )
 
     def ledger_entries(self, limit: int | None = None) -> list[LedgerEntry]:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             q = select(ledger).order_by(ledger.c.planned_at.desc())
             if limit:
                 q = q.limit(limit)
@@ -530,7 +570,7 @@ class StateStore:
 
     # --- queue (overflow kept in nurture) ----------------------------------
     def queued(self) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = conn.execute(select(queue).order_by(queue.c.score.desc(), queue.c.queued_at)).all()
         return [dict(r._mapping) for r in rows]
 
@@ -548,7 +588,7 @@ class StateStore:
         latest = {item[0]: item for item in items}
         if not latest:
             return
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             have: set[str] = set()
             for part in _parts(sorted(latest)):
                 have |= set(
@@ -586,11 +626,11 @@ class StateStore:
         values: dict[str, Any] = {"status_written": status}
         if reason:
             values["reason"] = reason
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(update(queue).where(queue.c.person_key == person_key).values(**values))
 
     def dequeue(self, person_keys: Sequence[str]) -> None:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             for part in _parts(list(person_keys)):
                 conn.execute(delete(queue).where(queue.c.person_key.in_(part)))
 
@@ -602,7 +642,7 @@ class StateStore:
         (``entered`` where the CRM says when, else ``at``)."""
         if not stages:
             return
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             keys = list(stages)
             seen: set[tuple[str, str]] = set()
             for part in _parts(keys):
@@ -628,7 +668,7 @@ class StateStore:
             )
 
     def current_stages(self) -> dict[str, int]:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = conn.execute(
                 select(current_stage.c.stage, func.count()).group_by(current_stage.c.stage)
             ).all()
@@ -637,19 +677,19 @@ class StateStore:
     def stage_reach(self) -> dict[str, set[str]]:
         """Stage -> people who have ever been in it."""
         out: dict[str, set[str]] = {}
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             for key, stage in conn.execute(select(stage_history.c.person_key, stage_history.c.stage)):
                 out.setdefault(stage, set()).add(key)
         return out
 
     # --- runs and errors -----------------------------------------------------
     def start_run(self, at: datetime) -> int:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             result = conn.execute(insert(runs).values(started_at=at, status="running"))
             return int(result.inserted_primary_key[0])  # type: ignore[index]
 
     def finish_run(self, run_id: int, status: str, summary: dict[str, Any], at: datetime) -> None:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(
                 update(runs)
                 .where(runs.c.id == run_id)
@@ -657,12 +697,12 @@ class StateStore:
             )
 
     def recent_runs(self, limit: int = 10) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = conn.execute(select(runs).order_by(runs.c.id.desc()).limit(limit)).all()
         return [dict(r._mapping) for r in rows]
 
     def record_error(self, run_id: int | None, crm: str, record: str, reason: str, at: datetime) -> None:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             try:
                 with conn.begin_nested():
                     conn.execute(
@@ -675,7 +715,7 @@ class StateStore:
 
     def open_errors(self, limit: int = 50) -> list[dict[str, Any]]:
         """Record errors of the latest run that had any."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             last = conn.execute(select(func.max(record_errors.c.run_id))).scalar()
             if last is None:
                 return []
@@ -691,7 +731,7 @@ class StateStore:
     def record_run(self, status: str, summary: dict[str, Any], at: datetime) -> int:
         """A finished run row written by the worker (a skipped or failed job, with its reason)."""
         clean = json.loads(json.dumps(summary, default=str))
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             result = conn.execute(
                 insert(runs).values(started_at=at, finished_at=at, status=status, summary=clean)
             )
@@ -699,18 +739,18 @@ class StateStore:
 
     def annotate_run(self, run_id: int, extra: dict[str, Any]) -> None:
         """Merge ``extra`` (job name, worker, run id) into a run's summary."""
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             summary = conn.execute(select(runs.c.summary).where(runs.c.id == run_id)).scalar()
             merged = {**(summary or {}), **json.loads(json.dumps(extra, default=str))}
             conn.execute(update(runs).where(runs.c.id == run_id).values(summary=merged))
 
     def last_run_id(self) -> int:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return int(conn.execute(select(func.max(runs.c.id))).scalar() or 0)
 
     def fail_running_runs(self, reason: str, at: datetime, after_id: int = 0) -> int:
         """Mark runs still 'running' (id > after_id) as failed with ``reason``; how many."""
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             rows = conn.execute(
                 select(runs.c.id, runs.c.summary).where(runs.c.status == "running", runs.c.id > after_id)
             ).all()
@@ -727,13 +767,13 @@ class StateStore:
     ) -> list[dict[str, Any]]:
         """Recent runs whose status is (or, with ``exclude``, is not) one of ``statuses``."""
         cond = runs.c.status.not_in(statuses) if exclude else runs.c.status.in_(statuses)
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = conn.execute(select(runs).where(cond).order_by(runs.c.id.desc()).limit(limit)).all()
         return [dict(r._mapping) for r in rows]
 
     def prune_runs(self, status: str, before: datetime) -> None:
         """Forget runs of ``status`` (e.g. skipped) started before ``before``."""
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(delete(runs).where(runs.c.status == status, runs.c.started_at < before))
 
 
