@@ -37,85 +37,46 @@ def _values(schema: CrmSchema, key: str, value: str, file: str, loc: tuple[str |
     ]
 
 
+HUBSPOT_PICKLISTS = (
+    ("lifecyclestage", "contacts.lifecyclestage"),
+    ("lead_status", "contacts.hs_lead_status"),
+)
+SALESFORCE_PICKLISTS = (("lead_status", "Lead.Status"), ("opportunity_stage", "Opportunity.StageName"))
+
+
+def _stage_values(
+    m: MappingSet, schema: CrmSchema, crm: str, picklists: tuple[tuple[str, str], ...]
+) -> list[Problem]:
+    """Every CRM value lifecycle.yaml names (in ``stages`` and ``write``) against the picklists."""
+    out: list[Problem] = []
+    for attr, key in picklists:
+        for stage, spec in m.lifecycle.stages.items():
+            for i, value in enumerate(getattr(getattr(spec, crm), attr)):
+                out += _values(schema, key, value, "lifecycle", ("stages", stage, crm, attr, i))
+        for stage, write in m.lifecycle.write.items():
+            value = getattr(getattr(write, crm), attr, None)
+            if value:
+                out += _values(schema, key, value, "lifecycle", ("write", stage, crm, attr))
+    return out
+
+
 def check_hubspot(m: MappingSet, schema: CrmSchema, own_fields: list[str]) -> list[Problem]:
     """Lifecycle stages, lead statuses and properties the mapping names, in a live portal."""
-    out: list[Problem] = []
-    for stage, spec in m.lifecycle.stages.items():
-        for i, v in enumerate(spec.hubspot.lifecyclestage):
-            out += _values(
-                schema,
-                "contacts.lifecyclestage",
-                v,
-                "lifecycle",
-                ("stages", stage, "hubspot", "lifecyclestage", i),
-            )
-        for i, v in enumerate(spec.hubspot.lead_status):
-            out += _values(
-                schema,
-                "contacts.hs_lead_status",
-                v,
-                "lifecycle",
-                ("stages", stage, "hubspot", "lead_status", i),
-            )
-    for stage, w in m.lifecycle.write.items():
-        if w.hubspot.lifecyclestage:
-            out += _values(
-                schema,
-                "contacts.lifecyclestage",
-                w.hubspot.lifecyclestage,
-                "lifecycle",
-                ("write", stage, "hubspot", "lifecyclestage"),
-            )
-        if w.hubspot.lead_status:
-            out += _values(
-                schema,
-                "contacts.hs_lead_status",
-                w.hubspot.lead_status,
-                "lifecycle",
-                ("write", stage, "hubspot", "lead_status"),
-            )
+    out = _stage_values(m, schema, "hubspot", HUBSPOT_PICKLISTS)
     contact_fields = schema.fields.get("contacts", set())
     for i, f in enumerate(m.fields.fields):
         if f.hubspot and f.hubspot not in contact_fields:
-            out.append(
-                (
-                    "fields",
-                    ("fields", i, "hubspot"),
-                    f"contact property {f.hubspot!r} does not exist in this portal",
-                )
-            )
+            message = f"contact property {f.hubspot!r} does not exist in this portal"
+            out.append(("fields", ("fields", i, "hubspot"), message))
     for name in own_fields:
         if name not in contact_fields | schema.fields.get("tasks", set()):
             out.append(("handoff", (), f"HubSpot property {name!r} is missing: run `handoff install`"))
-    out += _reps(m, schema, "hubspot")
-    return out
+    return out + _reps(m, schema, "hubspot")
 
 
 def check_salesforce(m: MappingSet, schema: CrmSchema, own_fields: dict[str, list[str]]) -> list[Problem]:
     """Lead Status / Opportunity stage values, fields and custom fields, in a live org."""
-    out: list[Problem] = []
-    for stage, spec in m.lifecycle.stages.items():
-        for i, v in enumerate(spec.salesforce.lead_status):
-            out += _values(
-                schema, "Lead.Status", v, "lifecycle", ("stages", stage, "salesforce", "lead_status", i)
-            )
-        for i, v in enumerate(spec.salesforce.opportunity_stage):
-            out += _values(
-                schema,
-                "Opportunity.StageName",
-                v,
-                "lifecycle",
-                ("stages", stage, "salesforce", "opportunity_stage", i),
-            )
-    for stage, w in m.lifecycle.write.items():
-        if w.salesforce.lead_status:
-            out += _values(
-                schema,
-                "Lead.Status",
-                w.salesforce.lead_status,
-                "lifecycle",
-                ("write", stage, "salesforce", "lead_status"),
-            )
+    out = _stage_values(m, schema, "salesforce", SALESFORCE_PICKLISTS)
     for i, f in enumerate(m.fields.fields):
         for obj in ("lead", "contact"):
             name = f.salesforce_name(obj)
