@@ -668,22 +668,17 @@ def _typed(values: Any) -> dict[str, Any]:
 
 
 #: Custom fields crm-handoff needs: object -> (field, type, note).
+_PERSON_FIELDS = [  # on Lead and on Contact
+    (HANDOFF_FIELDS["link"], "Text(32)", "External ID, Unique"),
+    (HANDOFF_FIELDS["status"], "Text(255)", ""),
+    (HANDOFF_FIELDS["reason"], "Long Text Area(1000)", ""),
+    (HANDOFF_FIELDS["score"], "Number(4,0)", ""),
+    (HANDOFF_FIELDS["rep"], "Text(120)", ""),
+]
 REQUIRED_FIELDS: dict[str, list[tuple[str, str, str]]] = {
     "Task": [(HANDOFF_FIELDS["task_key"], "Text(80)", "External ID, Unique")],
-    "Lead": [
-        (HANDOFF_FIELDS["link"], "Text(32)", "External ID, Unique"),
-        (HANDOFF_FIELDS["status"], "Text(255)", ""),
-        (HANDOFF_FIELDS["reason"], "Long Text Area(1000)", ""),
-        (HANDOFF_FIELDS["score"], "Number(4,0)", ""),
-        (HANDOFF_FIELDS["rep"], "Text(120)", ""),
-    ],
-    "Contact": [
-        (HANDOFF_FIELDS["link"], "Text(32)", "External ID, Unique"),
-        (HANDOFF_FIELDS["status"], "Text(255)", ""),
-        (HANDOFF_FIELDS["reason"], "Long Text Area(1000)", ""),
-        (HANDOFF_FIELDS["score"], "Number(4,0)", ""),
-        (HANDOFF_FIELDS["rep"], "Text(120)", ""),
-    ],
+    "Lead": _PERSON_FIELDS,
+    "Contact": _PERSON_FIELDS,
 }
 _METADATA_TYPES = {"Text": "Text", "Long Text Area": "LongTextArea", "Number": "Number"}
 _ACCESS_REFUSED = frozenset({"INSUFFICIENT_ACCESS", "INVALID_SESSION_ID", "API_DISABLED_FOR_ORG"})
