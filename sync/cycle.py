@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -32,7 +33,7 @@ from sync.engine import (
 )
 from sync.errors import CrmError, QuotaExhausted, StopRequested
 from sync.profiles import Profile
-from sync.records import Activity, Person, PersonCreate, PersonUpdate, TaskRequest
+from sync.records import Activity, Person, PersonCreate, PersonUpdate, TaskRequest, WriteResult
 from sync.routing import RoutingPlan, week_start
 from sync.state import LedgerEntry
 
@@ -140,7 +141,7 @@ def _process(engine: Engine, ctx: CycleContext, people: list[Person], fresh: boo
             mine = [p for p in live if p.crm == crm]
             if mine:
                 found.append(list(conn.activities_for(mine, window)))
-    with state.batch():
+    with state.batch(lazy_sync=True):  # made durable by the chunk's checkpoint
         if fresh and not ctx.dry_run:
             for p in live:
                 merged = [m for m in (p.values.get("hs_merged_object_ids") or "").split(";") if m]
@@ -172,7 +173,7 @@ def _process(engine: Engine, ctx: CycleContext, people: list[Person], fresh: boo
     if ctx.dry_run:
         return
     _apply_writes(engine, ctx, writes)
-    with state.batch():
+    with state.batch(lazy_sync=True):
         state.save_identities([p.identity() for p in profiles.values()])
         state.save_field_values(
             {k: dict(p.values) for k, p in profiles.items() if p.hubspot and p.salesforce}
@@ -545,17 +546,37 @@ def _nurture_writes(
 
 
 def _apply_writes(engine: Engine, ctx: CycleContext, writes: _Writes) -> None:
-    for crm, conn in engine.connectors.items():
+    """Send the writes, each CRM's on a thread of its own (the calls overlap); the results
+    are then recorded on this thread, in CRM order."""
+    jobs: dict[str, tuple[list[PersonUpdate], list[PersonUpdate]]] = {}
+    for crm in engine.connectors:
         clear = [
             PersonUpdate(pid, ot, {"lifecyclestage": ""}) for (c, pid, ot) in writes.clear_first if c == crm
         ]
-        for res in conn.update_people(clear) if clear else []:
+        updates = [PersonUpdate(pid, ot, vals) for (c, pid, ot), vals in writes.values.items() if c == crm]
+        if clear or updates:
+            jobs[crm] = (clear, updates)
+
+    def send(crm: str) -> tuple[list[WriteResult], list[WriteResult]]:
+        conn = engine.connectors[crm]
+        clear, updates = jobs[crm]
+        cleared = conn.update_people(clear) if clear else []
+        return cleared, (conn.update_people(updates) if updates else [])
+
+    if len(jobs) > 1:
+        with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="writes") as pool:
+            futures = {crm: pool.submit(send, crm) for crm in jobs}
+        done = {crm: f.result() for crm, f in futures.items()}  # the first CRM's error, if any
+    else:
+        done = {crm: send(crm) for crm in jobs}
+    for crm, (cleared, results) in done.items():
+        for res in cleared:
             if not res.ok:
                 _error(engine, ctx, crm, f"person {res.key}", res.error or "rejected")
-        updates = [PersonUpdate(pid, ot, vals) for (c, pid, ot), vals in writes.values.items() if c == crm]
+        updates = jobs[crm][1]
         written: dict[str, dict[str, Any]] = {}
         types = {u.person_id: u.object_type for u in reversed(updates)}  # the first, as before
-        for res in conn.update_people(updates) if updates else []:
+        for res in results:
             if res.ok:
                 ctx.count("updated", crm)
                 written[res.key] = writes.values[(crm, res.key, types[res.key])]
@@ -571,18 +592,19 @@ def _mirror_writes(engine: Engine, crm: str, written: dict[str, dict[str, Any]])
         return
     link = engine.connectors[crm].handoff_fields["link"]
     owner = "hubspot_owner_id" if crm == "hubspot" else "OwnerId"
-    fresh = []
-    for person in engine.state.people_by_ids(crm, list(written)):
-        values = {k: None if v is None else str(v) for k, v in written[person.id].items()}
-        fresh.append(
-            replace(
-                person,
-                values={**person.values, **values},
-                linked_id=values.get(link, person.linked_id),
-                owner_id=values.get(owner, person.owner_id),
+    with engine.state.batch(lazy_sync=True):  # a cache: the next ordinary commit makes it durable
+        fresh = []
+        for person in engine.state.people_by_ids(crm, list(written)):
+            values = {k: None if v is None else str(v) for k, v in written[person.id].items()}
+            fresh.append(
+                replace(
+                    person,
+                    values={**person.values, **values},
+                    linked_id=values.get(link, person.linked_id),
+                    owner_id=values.get(owner, person.owner_id),
+                )
             )
-        )
-    engine.state.save_people(fresh)
+        engine.state.save_people(fresh)
 
 
 # --- summary ------------------------------------------------------------------

@@ -211,20 +211,41 @@ class StateStore:
             event.listen(self.engine, "connect", _sqlite_pragmas)
 
     @contextmanager
-    def batch(self) -> Iterator[None]:
+    def batch(self, lazy_sync: bool = False) -> Iterator[None]:
         """Every read and write of this thread inside the block shares one transaction,
         committed at the end of the block (one commit instead of one per method).
         Nested blocks join the outer one. Keep CRM calls out of a batch: it holds the
-        database's write lock from its first write until it ends."""
+        database's write lock from its first write until it ends.
+
+        ``lazy_sync``: the commit does not wait for the disk (SQLite ``synchronous=NORMAL``
+        in WAL mode, PostgreSQL ``synchronous_commit=off``); a power loss may undo it,
+        never a crash of the process. For writes a later ordinary commit covers, such as
+        a chunk's mirror rows before its pull checkpoint: that commit makes the log
+        durable up to and including them.
+        """
         if getattr(self._local, "conn", None) is not None:
             yield
             return
-        with self.engine.begin() as conn:
-            self._local.conn = conn
+        with self.engine.connect() as conn:
+            dialect = conn.dialect.name
+            restore = None
+            if lazy_sync and dialect == "sqlite":
+                restore = conn.exec_driver_sql("PRAGMA synchronous").scalar()
+                conn.exec_driver_sql("PRAGMA synchronous=NORMAL")
+                conn.commit()
             try:
-                yield
+                with conn.begin():
+                    if lazy_sync and dialect == "postgresql":
+                        conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+                    self._local.conn = conn
+                    try:
+                        yield
+                    finally:
+                        self._local.conn = None
             finally:
-                self._local.conn = None
+                if restore is not None:
+                    conn.exec_driver_sql(f"PRAGMA synchronous={int(restore)}")
+                    conn.commit()
 
     @contextmanager
     def _begin(self) -> Iterator[Connection]:
