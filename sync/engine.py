@@ -20,6 +20,7 @@ from functools import partial
 from typing import Any
 
 import structlog
+from more_itertools import chunked
 
 from connectors.base import Connector
 from mappings.models import MappingSet, Rep
@@ -37,6 +38,7 @@ DEFAULT_LOOKBACK = timedelta(minutes=5)
 CHUNK = 1000  # people processed (and checkpointed) together
 KEEP_PROFILES = 5000  # candidate profiles kept in memory; others are reloaded from the mirror
 AHEAD = 3000  # people a CRM's pull may fetch ahead of processing (on its own thread)
+ACTIVITY_BATCH = 5000  # pulled activities saved together
 OWNERS_TTL = timedelta(hours=1)
 
 
@@ -147,13 +149,25 @@ class Ahead:
     the same exception. ``close`` stops the thread before its next page.
     """
 
-    def __init__(self, name: str, pages: Callable[[], Iterator[PeoplePage]], limit: int = AHEAD) -> None:
+    def __init__(
+        self, name: str, pages: Callable[[], Iterator[PeoplePage]], limit: int = AHEAD, start: bool = True
+    ) -> None:
         self._items: deque[tuple[PeoplePage | None, BaseException | None]] = deque()
         self._held = 0
         self._limit = limit
         self._cond = threading.Condition()
         self._closed = False
+        self._started = False
+        self.then: Ahead | None = None  # started when this pull has fetched its last page
         self._thread = threading.Thread(target=self._run, args=(pages,), name=f"pull-{name}", daemon=True)
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        with self._cond:
+            if self._started or self._closed:
+                return
+            self._started = True
         self._thread.start()
 
     def _run(self, pages: Callable[[], Iterator[PeoplePage]]) -> None:
@@ -179,8 +193,12 @@ class Ahead:
         with self._cond:
             self._items.append(end)
             self._cond.notify_all()
+            closed = self._closed
+        if self.then is not None and end[1] is None and not closed:
+            self.then.start()
 
     def __iter__(self) -> Iterator[PeoplePage]:
+        self.start()  # normally already started (by the previous pull, or at once)
         while True:
             with self._cond:
                 while not self._items:
@@ -202,7 +220,8 @@ class Ahead:
             self._items.clear()
             self._held = 0
             self._cond.notify_all()
-        if self._thread is not threading.current_thread():
+            started = self._started
+        if started and self._thread is not threading.current_thread():
             self._thread.join(wait)
 
 
@@ -265,8 +284,8 @@ class Engine:
             mark = _parse_ts(self.state.watermark(crm, "activities"))
             since = max(mark - self.lookback, window) if mark else window
             started = datetime.now(UTC)
-            batch = list(conn.pull_activities(since))
-            self._keep_activities(ctx, batch)
+            for batch in chunked(conn.pull_activities(since), ACTIVITY_BATCH):  # flat memory
+                self._keep_activities(ctx, batch)
             if not ctx.dry_run:
                 self.state.set_watermark(crm, "activities", started.isoformat())
 
@@ -296,13 +315,17 @@ class Engine:
             self.close_pulls(ctx)
 
     def open_pulls(self, ctx: CycleContext) -> None:
-        """Start every CRM's people pass, each on a thread of its own, ahead of processing.
+        """Start the CRMs' people passes, each on a thread of its own, ahead of processing.
 
         Processing stays on the calling thread, one chunk at a time and in CRM order;
-        only the fetching of the next pages overlaps it (and the activity pull).
+        only the fetching of the next pages overlaps it (and the activity pull). A CRM's
+        pull starts when the previous CRM's has fetched its last page, so only one
+        CRM's pages wait in memory at a time.
         """
+        previous: Ahead | None = None
         for crm, conn in self.connectors.items():
             if crm in ctx.pulls:
+                previous = ctx.pulls[crm].pages
                 continue
             checkpoint = json.loads(self.state.watermark(crm, "people") or "{}")
             if "resume" in checkpoint:  # an interrupted pass: continue after its last chunk
@@ -312,7 +335,10 @@ class Engine:
                 mark = _parse_ts(checkpoint.get("watermark"))
                 since, resume = (mark - self.lookback if mark else None), None
                 started = datetime.now(UTC).isoformat()
-            pages = Ahead(crm, partial(conn.pull_people, since, resume))
+            pages = Ahead(crm, partial(conn.pull_people, since, resume), start=previous is None)
+            if previous is not None:
+                previous.then = pages
+            previous = pages
             ctx.pulls[crm] = PeoplePull(since, resume, started, pages)
 
     def close_pulls(self, ctx: CycleContext) -> None:

@@ -11,7 +11,6 @@ with ``format_soql``. See BEHAVIOR.md beside this file.
 from __future__ import annotations
 
 import csv
-import io
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -407,7 +406,7 @@ class SalesforceConnector:
         try:
             bulk: Any = self.sf.bulk2  # read now: it captures the current session token
             for text in getattr(bulk, obj).query(soql, max_records=BULK_PAGE, wait=1):
-                rows = (_from_csv(row) for row in csv.DictReader(io.StringIO(str(text))))
+                rows = (_from_csv(row) for row in csv.DictReader(_lines(str(text))))
                 for records in chunked(rows, BULK_SLICE):  # pages of a REST page's size: flat memory
                     stages = self._opportunity_stages(
                         [r["ConvertedOpportunityId"] for r in records if r.get("ConvertedOpportunityId")]
@@ -651,6 +650,17 @@ class SalesforceConnector:
                     msg, code = record_error(res.get("errors") or [])
                     out.append(WriteResult(k, False, error=msg, code=code))
         return out
+
+
+def _lines(text: str) -> Iterator[str]:
+    """The lines of ``text`` with their endings, one at a time (``io.StringIO`` would hold
+    a copy of a whole bulk results page at four bytes a character)."""
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end + 1
+        yield text[start:end]
+        start = end
 
 
 def _typed(values: Any) -> dict[str, Any]:
