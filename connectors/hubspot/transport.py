@@ -19,7 +19,7 @@ from connectors.hubspot.paths import LEGACY, route
 
 _ID = re.compile(r"/\d+(?=/|$)")
 
-SEARCH_MIN_INTERVAL = 0.2  # HubSpot search: 5 requests per second per account
+SEARCH_PER_SECOND = 5  # HubSpot search: 5 requests per second per account
 LOW_WATER = 3  # pause for the rest of the window when this few requests are left
 HEADROOM = LOW_WATER + 1  # slots of the window this client leaves unused
 DEFAULT_MAX, DEFAULT_INTERVAL = 190, 10.0  # until the first response's headers say
@@ -33,16 +33,38 @@ def endpoint(method: str, url: str) -> str:
     return f"{method.upper()} {_ID.sub('/{id}', path)}"
 
 
+class _Window:
+    """Requests of one kind in a rolling window: each holds a slot from when it is sent
+    until ``length`` seconds after its response (the server counts it on arrival, in
+    between), so however late it arrives it can never be one too many."""
+
+    def __init__(self, size: int, length: float) -> None:
+        self.size, self.length = size, length
+        self.answered: deque[float] = deque()
+        self.in_flight = 0
+
+    def wait(self, now: float) -> float:
+        """Seconds until a slot is free (0: now)."""
+        while self.answered and self.answered[0] <= now - self.length:
+            self.answered.popleft()
+        if self.in_flight + len(self.answered) < self.size:
+            return 0.0
+        return self.answered[0] + self.length - now if self.answered else 0.05
+
+    def done(self, now: float) -> None:
+        self.in_flight = max(0, self.in_flight - 1)
+        self.answered.append(now)
+
+
 class Pacer:
     """Spends HubSpot's 10-second and search budgets evenly; thread-safe.
 
-    A request other than search holds a slot of the rolling window from when it is sent
-    until one window after its response (HubSpot counts it on arrival, in between), and
-    no request is sent while ``max - HEADROOM`` slots are held: several threads together
-    go at the full rate without a 429. The window's size and length are learnt from the
-    ``X-HubSpot-RateLimit-Max`` and ``-Interval-Milliseconds`` headers. A response with
-    ``LOW_WATER`` or fewer requests left (another app spending the same budget) pauses
-    every request for half a window. Search requests are spaced 0.2 s apart.
+    Requests other than search share a rolling window of ``max - HEADROOM`` (the size
+    and length learnt from the ``X-HubSpot-RateLimit-Max`` and ``-Interval-Milliseconds``
+    headers); search requests one of ``SEARCH_PER_SECOND`` a second. Several threads
+    together go at the full rate without a 429. A response with ``LOW_WATER`` or fewer
+    requests left (another app spending the same budget) pauses every request for half
+    a window.
     """
 
     def __init__(
@@ -53,55 +75,40 @@ class Pacer:
     ) -> None:
         self._lock = threading.Lock()
         self._sleep = sleep
-        self._last_search = 0.0
         self._pause_until = 0.0
-        self._done: deque[float] = deque()  # when recent requests (not search) were answered
-        self._in_flight = 0
-        self.per_interval, self.interval = per_interval, interval
+        self._window = _Window(per_interval - HEADROOM, interval)
+        self._search = _Window(SEARCH_PER_SECOND, 1.0)
         self.waited = 0.0
 
     def before(self, is_search: bool) -> None:
+        window = self._search if is_search else self._window
         while True:
             with self._lock:
                 now = time.monotonic()
-                wait = max(0.0, self._pause_until - now)
-                if is_search:
-                    wait = max(wait, self._last_search + SEARCH_MIN_INTERVAL - now)
-                    self._last_search = now + wait
-                else:
-                    while self._done and self._done[0] <= now - self.interval:
-                        self._done.popleft()
-                    if self._in_flight + len(self._done) >= self.per_interval - HEADROOM:
-                        free_at = self._done[0] + self.interval if self._done else now + 0.05
-                        wait = max(wait, free_at - now)
-                    if wait <= 0:
-                        self._in_flight += 1
-                        return
-            if wait > 0:
-                self.waited += wait
-                self._sleep(wait)
-            if is_search:
-                return
+                wait = max(self._pause_until - now, window.wait(now))
+                if wait <= 0:
+                    window.in_flight += 1
+                    return
+            self.waited += wait
+            self._sleep(wait)
 
     def after(self, headers: Mapping[str, str], is_search: bool = False) -> None:
         with self._lock:
-            if not is_search:
-                self._in_flight = max(0, self._in_flight - 1)
-                self._done.append(time.monotonic())
+            (self._search if is_search else self._window).done(time.monotonic())
         remaining = headers.get("X-HubSpot-RateLimit-Remaining")
         interval = headers.get("X-HubSpot-RateLimit-Interval-Milliseconds")
         if remaining is None or interval is None:
             return
         try:
-            left, window = int(remaining), int(interval) / 1000.0
-            most = int(headers.get("X-HubSpot-RateLimit-Max") or self.per_interval)
+            left, length = int(remaining), int(interval) / 1000.0
+            most = int(headers.get("X-HubSpot-RateLimit-Max") or self._window.size + HEADROOM)
         except ValueError:
             return
         with self._lock:
-            if window > 0 and most > HEADROOM:
-                self.per_interval, self.interval = most, window
+            if length > 0 and most > HEADROOM:
+                self._window.size, self._window.length = most - HEADROOM, length
             if left <= LOW_WATER:
-                self._pause_until = max(self._pause_until, time.monotonic() + window / 2)
+                self._pause_until = max(self._pause_until, time.monotonic() + length / 2)
 
 
 class CallMeter:
