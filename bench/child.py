@@ -35,8 +35,47 @@ def child_env(settings: dict[str, str]) -> dict[str, str]:
     return env | {"HANDOFF_LOG_LEVEL": "warning", "PYTHONUNBUFFERED": "1"} | settings
 
 
+class _HighWater:
+    """The child's own peak RSS: ``VmHWM`` of /proc/PID/status, read every 50 ms.
+
+    ``ru_maxrss`` from ``os.wait4`` is not the child's own on Linux: a process keeps its
+    ``maxrss`` across ``exec``, and the spawned child starts as a copy of (or, with
+    vfork, as) this process, whose sandboxes hold every seeded person (~300 MB at 100k).
+    ``VmHWM`` belongs to the address space ``exec`` created. Elsewhere (no /proc) the
+    ``ru_maxrss`` figure is used, with that caveat.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.path = Path(f"/proc/{pid}/status")
+        self.mb: float | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        if self.path.exists():
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.is_set():
+            self._read()
+            self._done.wait(0.05)
+
+    def _read(self) -> None:
+        try:
+            text = self.path.read_text()
+        except OSError:
+            return
+        for line in text.splitlines():
+            if line.startswith("VmHWM:"):
+                mb = int(line.split()[1]) / 1024
+                self.mb = mb if self.mb is None else max(self.mb, mb)
+
+    def stop(self) -> None:
+        self._done.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+
 def run_cli(args: list[str], env: dict[str, str], timeout: float) -> ChildRun:
-    """Run ``python -m sync.cli ARGS``; ``os.wait4`` gives this child's own max RSS."""
+    """Run ``python -m sync.cli ARGS``; its peak RSS is sampled from /proc (``_HighWater``)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.monotonic()
         proc = subprocess.Popen(
@@ -44,10 +83,12 @@ def run_cli(args: list[str], env: dict[str, str], timeout: float) -> ChildRun:
         )
         killer = threading.Timer(timeout, proc.kill)
         killer.start()
+        peak = _HighWater(proc.pid)
         try:
             _, status, usage = os.wait4(proc.pid, 0)
         finally:
             killer.cancel()
+            peak.stop()
         wall = time.monotonic() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
@@ -61,7 +102,9 @@ def run_cli(args: list[str], env: dict[str, str], timeout: float) -> ChildRun:
         exit_code=proc.returncode,
         wall=wall,
         cpu=usage.ru_utime + usage.ru_stime,
-        max_rss_mb=usage.ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024),
+        max_rss_mb=peak.mb
+        if peak.mb is not None
+        else usage.ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024),
         summary=summary,
         stderr_tail=errors[-2000:],
     )
