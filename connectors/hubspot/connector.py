@@ -75,6 +75,7 @@ DEFAULT_EVENT_KINDS = {
 ENGAGEMENTS = {  # engagement object -> (activity kind, title property)
     "meetings": ("meeting", "hs_meeting_title"),
     "calls": ("call", "hs_call_title"),
+    "notes": ("note", "hs_note_body"),
 }
 
 PRIORITY = {"high": "HIGH", "normal": "MEDIUM", "low": "LOW"}
