@@ -551,26 +551,12 @@ class SalesforceConnector:
         return calls, events, members
 
     def _calls_and_meetings(self, calls: str, events: str, since: datetime) -> Iterator[Activity]:
-        for r in self.query(calls):
-            if r.get("WhoId"):
-                yield Activity(
-                    "salesforce",
-                    r["Id"],
-                    "call",
-                    parse_time(r.get("CreatedDate")) or since,
-                    r["WhoId"],
-                    title=r.get("Subject") or "",
-                )
-        for r in self.query(events):
-            if r.get("WhoId"):
-                yield Activity(
-                    "salesforce",
-                    r["Id"],
-                    "meeting",
-                    parse_time(r.get("StartDateTime")) or since,
-                    r["WhoId"],
-                    title=r.get("Subject") or "",
-                )
+        """Calls logged as Tasks and meetings (Events) on a lead or contact."""
+        for soql, kind, stamp in ((calls, "call", "CreatedDate"), (events, "meeting", "StartDateTime")):
+            for r in self.query(soql):
+                if r.get("WhoId"):
+                    at = parse_time(r.get(stamp)) or since
+                    yield Activity("salesforce", r["Id"], kind, at, r["WhoId"], title=r.get("Subject") or "")
 
     def _campaign_activity(self, soql: str, since: datetime) -> Iterator[Activity]:
         members = list(self.query(soql))
