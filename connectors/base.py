@@ -33,6 +33,9 @@ class Connector(Protocol):
     #: CRM field names of crm-handoff's own fields, by canonical name: status, reason,
     #: score, rep, date, link (the other CRM's id), and "task_key" on tasks.
     handoff_fields: Mapping[str, str]
+    #: Values every write changes (modification stamps): ignored when a pulled record is
+    #: compared with the mirror to tell a real change from the echo of our own write.
+    stamp_fields: frozenset[str]
 
     def pull_owners(self) -> list[Owner]:
         """All owners/users, active and inactive."""

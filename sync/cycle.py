@@ -628,7 +628,7 @@ def _summary(engine: Engine, ctx: CycleContext, plan: HandoffPlan) -> dict[str, 
     per_rep = Counter(h.rep.email for h in plan.handoffs)
     counts = {
         k: {crm: ctx.counts.get(k, Counter()).get(crm, 0) for crm in engine.connectors}
-        for k in ("tasks_created", "tasks_existing", "created", "updated")
+        for k in ("tasks_created", "tasks_existing", "created", "updated", "unchanged")
     }
     split = {crm: _call_split(conn.calls) for crm, conn in engine.connectors.items()}
     written = {
@@ -641,6 +641,7 @@ def _summary(engine: Engine, ctx: CycleContext, plan: HandoffPlan) -> dict[str, 
         "at": ctx.now.isoformat(),
         "stopped": ctx.stopped,
         "people_pulled": {crm: ctx.pulled.get(crm, 0) for crm in engine.connectors},
+        "people_unchanged": counts["unchanged"],  # pulled, but only our own writes had changed them
         "activities_pulled": ctx.pulled_activities,
         "activities_new": ctx.new_activities,
         "profiles_scored": ctx.scored,

@@ -15,7 +15,7 @@ import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -25,6 +25,7 @@ from more_itertools import chunked
 from connectors.base import Connector
 from mappings.models import MappingSet, Rep
 from sync.brief import Brief, build_brief
+from sync.clock import Clock, utc_now
 from sync.errors import StopRequested
 from sync.profiles import IdentityIndex, Profile, group_people, resolve
 from sync.qualify import Qualification, Reason, qualify
@@ -34,7 +35,8 @@ from sync.state import LedgerEntry, StateStore
 
 log = structlog.get_logger("handoff.engine")
 
-DEFAULT_LOOKBACK = timedelta(minutes=5)
+DEFAULT_LOOKBACK = timedelta(minutes=1)  # people: search-index lag and clock skew, not the interval
+DEFAULT_ACTIVITY_LOOKBACK = timedelta(minutes=5)  # activity: events are ingested later than they occur
 CHUNK = 1000  # people processed (and checkpointed) together
 KEEP_PROFILES = 5000  # candidate profiles kept in memory; others are reloaded from the mirror
 AHEAD = 3000  # people a CRM's pull may fetch ahead of processing (on its own thread)
@@ -244,11 +246,15 @@ class Engine:
         state: StateStore,
         connectors: Mapping[str, Connector],
         lookback: timedelta = DEFAULT_LOOKBACK,
+        clock: Clock = utc_now,
+        activity_lookback: timedelta = DEFAULT_ACTIVITY_LOOKBACK,
     ) -> None:
         self.mapping = mapping
         self.state = state
         self.connectors = connectors
         self.lookback = lookback
+        self.activity_lookback = activity_lookback
+        self.clock = clock  # stamps watermarks and the owners cache
 
     @property
     def window_days(self) -> int:
@@ -269,12 +275,12 @@ class Engine:
             ]
             emails = {o.email for o in owners if o.active}
             reps = [r.email for r in self.mapping.reps.reps if r.active and crm in self.task_crms(r)]
-            if at and datetime.now(UTC) - at < OWNERS_TTL and all(r in emails for r in reps):
+            if at and self.clock() - at < OWNERS_TTL and all(r in emails for r in reps):
                 ctx.owners[crm] = owners
                 continue
             ctx.owners[crm] = conn.pull_owners()
             if not ctx.dry_run:
-                blob = {"at": datetime.now(UTC).isoformat(), "owners": [asdict(o) for o in ctx.owners[crm]]}
+                blob = {"at": self.clock().isoformat(), "owners": [asdict(o) for o in ctx.owners[crm]]}
                 self.state.set_watermark(crm, "owners", json.dumps(blob))
 
     # --- activities -------------------------------------------------------------
@@ -282,8 +288,8 @@ class Engine:
         window = ctx.now - timedelta(days=self.window_days)
         for crm, conn in self.connectors.items():
             mark = _parse_ts(self.state.watermark(crm, "activities"))
-            since = max(mark - self.lookback, window) if mark else window
-            started = datetime.now(UTC)
+            since = max(mark - self.activity_lookback, window) if mark else window
+            started = self.clock()
             for batch in chunked(conn.pull_activities(since), ACTIVITY_BATCH):  # flat memory
                 self._keep_activities(ctx, batch)
             if not ctx.dry_run:
@@ -334,7 +340,7 @@ class Engine:
             else:
                 mark = _parse_ts(checkpoint.get("watermark"))
                 since, resume = (mark - self.lookback if mark else None), None
-                started = datetime.now(UTC).isoformat()
+                started = self.clock().isoformat()
             pages = Ahead(crm, partial(conn.pull_people, since, resume), start=previous is None)
             if previous is not None:
                 previous.then = pages
@@ -353,9 +359,11 @@ class Engine:
             ctx.seen.setdefault(crm, set())
         for people, last in _chunks(iter(pull.pages), CHUNK):
             ctx.pulled[crm] += len(people)
-            if crm in ctx.seen:
+            if crm in ctx.seen:  # incremental: echoes of our own writes change nothing
+                people = self._without_echoes(ctx, crm, people)
                 ctx.seen[crm] |= {p.id for p in people}
-            on_chunk(people, fresh=True)
+            if people:
+                on_chunk(people, fresh=True)
             if last.alive is not None and on_reconcile is not None:
                 on_reconcile(crm, last.alive)
             if ctx.dry_run:
@@ -371,6 +379,22 @@ class Engine:
                 done = last.watermark.isoformat() if last.watermark else started
                 self.state.set_watermark(crm, "people", json.dumps({"watermark": done}))
             ctx.checkpoint()  # the chunk and its resume token are saved: a safe point
+
+    def _without_echoes(self, ctx: CycleContext, crm: str, people: list[Person]) -> list[Person]:
+        """The pulled people whose record differs from the mirror in more than its stamps.
+
+        A record we wrote comes back from the next pull with a new modification stamp and
+        the values we wrote, which the mirror already holds (``_mirror_writes``): it is
+        skipped, counted as ``unchanged``. Its mirror copy keeps the stamp of the last
+        change made by someone else, so "the newer side wins" is never decided by our own
+        writes. A skipped person with new activity is still scored (``touched_people``).
+        """
+        stamps = self.connectors[crm].stamp_fields
+        mirror = {m.id: m for m in self.state.people_by_ids(crm, [p.id for p in people if not p.deleted])}
+        changed = [p for p in people if p.id not in mirror or not same_record(p, mirror[p.id], stamps)]
+        if len(changed) < len(people):
+            ctx.count("unchanged", crm, len(people) - len(changed))
+        return changed
 
     def touched_people(self, ctx: CycleContext) -> list[Person]:
         """People with new activity who were not pulled this cycle, from the mirror."""
@@ -629,3 +653,25 @@ class Engine:
 
 def reasons_json(reasons: Sequence[Reason]) -> list[dict[str, Any]]:
     return [{"rule": r.rule, "points": r.points, "detail": r.detail} for r in reasons]
+
+
+def same_record(pulled: Person, mirrored: Person, stamps: frozenset[str]) -> bool:
+    """True when ``pulled`` holds what the mirror holds, modification stamps aside."""
+    if pulled.deleted or (pulled.email or "").lower() != (mirrored.email or "").lower():
+        return False
+    if (
+        pulled.object_type,
+        pulled.owner_id,
+        pulled.linked_id,
+        pulled.converted_to,
+        pulled.opportunity_stage,
+    ) != (
+        mirrored.object_type,
+        mirrored.owner_id,
+        mirrored.linked_id,
+        mirrored.converted_to,
+        mirrored.opportunity_stage,
+    ):
+        return False
+    keys = (pulled.values.keys() | mirrored.values.keys()) - stamps
+    return all(pulled.values.get(k) == mirrored.values.get(k) for k in keys)

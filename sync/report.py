@@ -25,7 +25,9 @@ def print_summary(s: dict[str, Any]) -> None:
     mode = "DRY RUN - nothing written" if s.get("dry_run") else f"run {s.get('run_id')}"
     pulled = ", ".join(f"{k} {v}" for k, v in s["people_pulled"].items())
     print(f"crm-handoff cycle ({mode}) at {s['at']}")
-    print(f"people pulled: {pulled}; activities pulled: {s.get('activities_pulled', 0)}")
+    echoes = sum((s.get("people_unchanged") or {}).values())
+    skipped = f" ({echoes} unchanged but for our own writes, skipped)" if echoes else ""
+    print(f"people pulled: {pulled}{skipped}; activities pulled: {s.get('activities_pulled', 0)}")
     print(f"profiles scored: {s['profiles_scored']}; sales-ready: {s['qualified']}")
     print(f"handed off: {s['handed_off']}; kept in nurture: {s['kept_in_nurture']}")
     rows = [

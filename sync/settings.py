@@ -42,7 +42,8 @@ class Settings(BaseSettings):
     )
     handoff_log_format: Literal["console", "json"] = "console"
     handoff_log_level: Literal["debug", "info", "warning", "error"] = "info"
-    handoff_lookback_seconds: int = Field(300, ge=0, le=86_400)
+    handoff_lookback_seconds: int = Field(60, ge=0, le=86_400)
+    handoff_activity_lookback_seconds: int = Field(300, ge=0, le=86_400)
 
     hubspot_base_url: str | None = None
     hubspot_access_token: SecretStr | None = None

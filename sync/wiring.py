@@ -9,6 +9,7 @@ from pydantic import SecretStr
 
 from connectors.base import Connector
 from mappings.models import MappingSet
+from sync.clock import Clock, utc_now
 from sync.engine import Engine
 from sync.errors import ConfigError
 from sync.settings import Settings
@@ -19,13 +20,13 @@ def _secret(value: SecretStr | None) -> str:
     return value.get_secret_value() if value else ""
 
 
-def build_connectors(settings: Settings, mapping: MappingSet) -> dict[str, Connector]:
+def build_connectors(settings: Settings, mapping: MappingSet, clock: Clock = utc_now) -> dict[str, Connector]:
     """The connectors whose settings are present; ConfigError if none or half-set."""
     out: dict[str, Connector] = {}
     if settings.hubspot_enabled:
-        out["hubspot"] = _hubspot(settings, mapping)
+        out["hubspot"] = _hubspot(settings, mapping, clock)
     if settings.salesforce_enabled:
-        out["salesforce"] = _salesforce(settings, mapping)
+        out["salesforce"] = _salesforce(settings, mapping, clock)
     if not out:
         raise ConfigError(
             "no CRM configured: set HUBSPOT_BASE_URL + HUBSPOT_ACCESS_TOKEN and/or "
@@ -34,7 +35,7 @@ def build_connectors(settings: Settings, mapping: MappingSet) -> dict[str, Conne
     return out
 
 
-def _hubspot(settings: Settings, mapping: MappingSet) -> Connector:
+def _hubspot(settings: Settings, mapping: MappingSet, clock: Clock) -> Connector:
     from connectors.hubspot.auth import HubSpotAuthSettings
     from connectors.hubspot.connector import DEFAULT_EVENT_KINDS, HubSpotConnector, HubSpotSettings
 
@@ -60,10 +61,10 @@ def _hubspot(settings: Settings, mapping: MappingSet) -> Connector:
         for st in mapping.lifecycle.stages.values()
         for v in st.hubspot.lifecyclestage
     ]
-    return HubSpotConnector(hs, props)
+    return HubSpotConnector(hs, props, clock)
 
 
-def _salesforce(settings: Settings, mapping: MappingSet) -> Connector:
+def _salesforce(settings: Settings, mapping: MappingSet, clock: Clock) -> Connector:
     from connectors.salesforce.auth import SalesforceAuthSettings
     from connectors.salesforce.connector import SalesforceConnector, SalesforceSettings
 
@@ -93,7 +94,7 @@ def _salesforce(settings: Settings, mapping: MappingSet) -> Connector:
     )
     leads = [f.salesforce.lead for f in mapping.fields.fields if f.salesforce and f.salesforce.lead]
     contacts = [f.salesforce.contact for f in mapping.fields.fields if f.salesforce and f.salesforce.contact]
-    return SalesforceConnector(sf, leads, contacts)
+    return SalesforceConnector(sf, leads, contacts, clock)
 
 
 def open_state(settings: Settings, read_only: bool = False) -> StateStore:
@@ -143,10 +144,15 @@ def _state_exists(url: str) -> bool:
         store.close()
 
 
-def build_engine(settings: Settings, mapping: MappingSet, state: StateStore) -> Engine:
+def build_engine(
+    settings: Settings, mapping: MappingSet, state: StateStore, clock: Clock = utc_now
+) -> Engine:
+    """The engine and its connectors, all reading ``clock`` (shifted by ``sync --as-of``)."""
     return Engine(
         mapping,
         state,
-        build_connectors(settings, mapping),
+        build_connectors(settings, mapping, clock),
         lookback=timedelta(seconds=settings.handoff_lookback_seconds),
+        clock=clock,
+        activity_lookback=timedelta(seconds=settings.handoff_activity_lookback_seconds),
     )

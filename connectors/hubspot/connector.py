@@ -32,6 +32,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from connectors.hubspot.auth import HubSpotAuth, HubSpotAuthSettings
 from connectors.hubspot.errors import classify
 from connectors.hubspot.transport import CallMeter
+from sync.clock import utc_now
 from sync.errors import AuthError, RetriableCrmError
 from sync.records import (
     Activity,
@@ -121,9 +122,16 @@ class HubSpotConnector:
 
     name: Crm = "hubspot"
     handoff_fields: Mapping[str, str] = HANDOFF_FIELDS
+    stamp_fields: frozenset[str] = frozenset({"lastmodifieddate", "hs_lastmodifieddate"})
 
-    def __init__(self, settings: HubSpotSettings, properties: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        settings: HubSpotSettings,
+        properties: Sequence[str] = (),
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
         self.settings = settings
+        self.clock = clock  # "today" for the daily archived scan (shifted by ``sync --as-of``)
         self.meter = CallMeter(api_version=settings.api_version)
         self._retry_waited = 0.0
         self.calls = self.meter.calls
@@ -241,7 +249,7 @@ class HubSpotConnector:
         if since is None:
             yield from self._list_all(state.get("after"))
             return
-        scan = since.astimezone(UTC).date() < datetime.now(UTC).date()  # once a day
+        scan = since.astimezone(UTC).date() < self.clock().astimezone(UTC).date()  # once a day
         if state.get("phase") != "archived":
             for page in self._search_since(since, state.get("last_id", "0")):
                 yield PeoplePage(page.people, {"phase": "archived"}) if page.resume is None and scan else page

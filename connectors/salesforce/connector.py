@@ -27,6 +27,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from connectors.salesforce.auth import SalesforceAuth, SalesforceAuthSettings
 from connectors.salesforce.errors import classify, record_error
 from connectors.salesforce.transport import MeteredSession
+from sync.clock import utc_now
 from sync.errors import AuthError, CrmError, QuotaExhausted, RetriableCrmError
 from sync.records import (
     Activity,
@@ -127,12 +128,10 @@ def parse_time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _deleted_start(since: datetime, upper: datetime) -> datetime:
+def _deleted_start(since: datetime, upper: datetime, now: datetime) -> datetime:
     """getDeleted's start: at most 15 days back, and at least 2 minutes before the end
     (the API works in whole minutes; seeing a delete twice is harmless)."""
-    return min(max(since, datetime.now(UTC) - DELETED_WINDOW), upper - timedelta(minutes=2)).replace(
-        microsecond=0
-    )
+    return min(max(since, now - DELETED_WINDOW), upper - timedelta(minutes=2)).replace(microsecond=0)
 
 
 def _from_csv(row: dict[str, str]) -> dict[str, Any]:
@@ -164,14 +163,17 @@ class SalesforceConnector:
 
     name: Crm = "salesforce"
     handoff_fields: Mapping[str, str] = HANDOFF_FIELDS
+    stamp_fields: frozenset[str] = frozenset({"SystemModstamp", "LastModifiedDate", "LastModifiedById"})
 
     def __init__(
         self,
         settings: SalesforceSettings,
         lead_fields: Sequence[str] = (),
         contact_fields: Sequence[str] = (),
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.settings = settings
+        self.clock = clock  # pull windows end at this clock's "now" (shifted by ``sync --as-of``)
         self.session = MeteredSession(settings.timeout, settings.ca_bundle or True)
         self.calls = self.session.calls
         self.auth = SalesforceAuth(settings.auth, self.session)
@@ -319,9 +321,7 @@ class SalesforceConnector:
         so thousands of rows sharing one ``SystemModstamp`` never lose or repeat a row.
         """
         state = dict(resume or {})
-        upper = state.get("upper") or _ceil_second(
-            datetime.now(UTC) - timedelta(seconds=self.settings.window_lag)
-        )
+        upper = state.get("upper") or _ceil_second(self.clock() - timedelta(seconds=self.settings.window_lag))
         phases = ["Lead", "Contact"] + (["Opportunity", "Deleted"] if since is not None else [])
         first = phases.index(state["phase"]) if state.get("phase") in phases else 0
         if since is not None and not state:
@@ -476,7 +476,7 @@ class SalesforceConnector:
         When the last pass is older than that window, every live id is read as well
         (a full reconcile): whatever the mirror holds beyond them was deleted.
         """
-        start = _deleted_start(since, upper)
+        start = _deleted_start(since, upper, self.clock())
         alive = None
         if start > since:
             log.warning(
@@ -505,7 +505,7 @@ class SalesforceConnector:
 
     def _pass_urls(self, since: datetime, upper: datetime) -> list[str]:
         """The first request of every phase of an incremental pass (prefetched together)."""
-        start = _deleted_start(since, upper)
+        start = _deleted_start(since, upper, self.clock())
         return [
             self._query_url(self._window_soql("Lead", self.lead_fields, since, upper, None), True),
             self._query_url(self._window_soql("Contact", self.contact_fields, since, upper, None), True),
