@@ -36,6 +36,8 @@ class Connector(Protocol):
     #: Values every write changes (modification stamps): ignored when a pulled record is
     #: compared with the mirror to tell a real change from the echo of our own write.
     stamp_fields: frozenset[str]
+    #: Tasks one write call takes: the cycle writes tasks in whole pages of this size.
+    task_page: int
 
     def pull_owners(self) -> list[Owner]:
         """All owners/users, active and inactive."""

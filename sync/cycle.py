@@ -16,15 +16,17 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
 import structlog
+from more_itertools import chunked
 
 from mappings.lifecycle import funnel_rank, hubspot_stage, may_move
 from sync.engine import (
     KEEP_PROFILES,
+    PLAN_BATCH,
     CycleContext,
     Engine,
     HandoffPlan,
@@ -34,7 +36,7 @@ from sync.engine import (
 from sync.errors import CrmError, QuotaExhausted, StopRequested
 from sync.profiles import Profile
 from sync.records import Activity, Person, PersonCreate, PersonUpdate, TaskRequest, WriteResult
-from sync.routing import RoutingPlan, week_start
+from sync.routing import Assignment, week_start
 from sync.state import LedgerEntry
 
 log = structlog.get_logger("handoff.cycle")
@@ -94,10 +96,19 @@ def run_cycle(
             _process(engine, ctx, touched, fresh=False)
         ctx.checkpoint()
         plan, routing = engine.plan(ctx)
-        _plan_handoffs(engine, ctx, plan, routing)
-        ctx.checkpoint()
         if not dry_run:
-            _execute(engine, ctx, plan, [d.candidate.person_key for d in routing.deferrals])
+            _recover_intents(engine, ctx)
+        batches = list(chunked(routing.assignments, PLAN_BATCH))  # memory stays flat however many
+        pending = _Pending()
+        for i, batch in enumerate(batches):
+            ctx.checkpoint()  # tasks written so far are confirmed: a safe point
+            handoffs = _plan_handoffs(engine, ctx, batch)
+            if not dry_run:
+                _execute(engine, ctx, handoffs, pending, last=i + 1 == len(batches))
+            plan.handoffs += [h.summary() for h in handoffs]
+            engine.forget(ctx, [a.candidate.person_key for a in batch])
+        if not dry_run:
+            _nurture(engine, ctx, plan, [d.candidate.person_key for d in routing.deferrals])
     except (QuotaExhausted, StopRequested) as exc:
         ctx.stopped = str(exc)
         log.warning("cycle_stopped", reason=ctx.stopped)
@@ -172,7 +183,10 @@ def _process(engine: Engine, ctx: CycleContext, people: list[Person], fresh: boo
         engine.dequeue(ctx, drop)
     if ctx.dry_run:
         return
-    _apply_writes(engine, ctx, writes)
+    known: dict[tuple[str, str], Person] = {
+        (q.crm, q.id): q for prof in profiles.values() for q in (prof.hubspot, prof.salesforce) if q
+    }
+    _apply_writes(engine, ctx, writes, known)  # the chunk and its counterparts, as the mirror holds them
     with state.batch(lazy_sync=True):
         state.save_identities([p.identity() for p in profiles.values()])
         state.save_field_values(
@@ -224,34 +238,77 @@ def _forget_deleted(engine: Engine, ctx: CycleContext, gone: Sequence[Person]) -
     engine.dequeue(ctx, [i.person_key for i in engine.state.identities_for(hs, sf, [])])
 
 
-def _plan_handoffs(engine: Engine, ctx: CycleContext, plan: HandoffPlan, routing: RoutingPlan) -> None:
-    engine.load_profiles(ctx, [a.candidate.person_key for a in routing.assignments])
-    for a in routing.assignments:
+def _plan_handoffs(engine: Engine, ctx: CycleContext, batch: Sequence[Assignment]) -> list[PlannedHandoff]:
+    engine.load_profiles(ctx, [a.candidate.person_key for a in batch])
+    out = []
+    for a in batch:
         handoff = engine.planned_handoff(ctx, a.candidate.person_key, a.rep, a.why)
         if handoff is not None:
-            plan.handoffs.append(handoff)
+            out.append(handoff)
+    return out
 
 
 # --- execute -----------------------------------------------------------------
 
 
-def _execute(engine: Engine, ctx: CycleContext, plan: HandoffPlan, deferred: Sequence[str]) -> None:
+def _recover_intents(engine: Engine, ctx: CycleContext) -> None:
+    """Tasks a crashed run meant to write: found in the CRM if written, else written now."""
+    recovered = engine.state.open_intents()
+    if recovered:
+        _write_tasks(engine, ctx, recovered, {(e.key, e.crm) for e in recovered})
+
+
+@dataclass
+class _Pending:
+    """Handoffs whose tasks wait for a full page (tasks are written a whole page a call)."""
+
+    entries: list[LedgerEntry] = field(default_factory=list)
+    handoffs: dict[str, PlannedHandoff] = field(default_factory=dict)
+    done: set[str] = field(default_factory=set)
+
+
+def _execute(
+    engine: Engine, ctx: CycleContext, handoffs: Sequence[PlannedHandoff], pending: _Pending, last: bool
+) -> None:
+    """One batch of handoffs: missing people created, intents recorded, tasks written
+    (exactly once), then the handed-off people's stage and status.
+
+    Tasks are written in whole pages; a batch's remainder waits, recorded as intents,
+    for the next batch (``last``: written now), so batching costs no extra write call.
+    """
     state = engine.state
-    _create_missing_people(engine, ctx, plan)
-    entries = _intents(engine, ctx, plan)
-    planned = {(e.key, e.crm) for e in entries}
-    recovered = [e for e in state.open_intents() if (e.key, e.crm) not in planned]
+    _create_missing_people(engine, ctx, handoffs)
+    entries = _intents(engine, ctx, handoffs)
     state.record_intents(entries, ctx.run_id)
-    done = _write_tasks(engine, ctx, [*entries, *recovered], {(e.key, e.crm) for e in recovered})
-    writes = _handoff_writes(engine, ctx, plan, done)
-    queued = {row["person_key"]: row for row in engine.queue_rows(ctx)}
+    pending.entries += entries
+    pending.handoffs.update({h.key: h for h in handoffs})
+    now: list[LedgerEntry] = []
+    for crm, conn in engine.connectors.items():
+        mine = [e for e in pending.entries if e.crm == crm]
+        now += mine if last else mine[: len(mine) - len(mine) % conn.task_page]
+    written = {(e.key, e.crm) for e in now}
+    pending.entries = [e for e in pending.entries if (e.key, e.crm) not in written]
+    pending.done |= _write_tasks(engine, ctx, now, set())
+    waiting = {e.key for e in pending.entries}
+    finished = [h for k, h in pending.handoffs.items() if k not in waiting]
+    for h in finished:
+        del pending.handoffs[h.key]
+    _apply_writes(engine, ctx, _handoff_writes(engine, ctx, finished, pending.done))
+    handed = sorted({h.profile.key for h in finished if h.key in pending.done})
+    state.dequeue(handed)
+    state.record_stages(dict.fromkeys(handed, "sql"), ctx.now)
+
+
+def _nurture(engine: Engine, ctx: CycleContext, plan: HandoffPlan, deferred: Sequence[str]) -> None:
+    """Overflow stays in nurture, visibly; then old activity is pruned."""
+    state = engine.state
+    waiting = set(deferred)
+    queued = {row["person_key"]: row for row in engine.queue_rows(ctx) if row["person_key"] in waiting}
     reasons = {n.person_key: n.reason for n in plan.nurture}
+    writes = _Writes()
     for key in deferred:
         _nurture_writes(engine, ctx, key, reasons.get(key, STATUS_WAITING), queued.get(key), writes)
     _apply_writes(engine, ctx, writes)
-    handed = sorted({h.profile.key for h in plan.handoffs if h.key in done})
-    state.dequeue(handed)
-    state.record_stages(dict.fromkeys(handed, "sql"), ctx.now)
     for key in deferred:
         reason = reasons.get(key, STATUS_WAITING)
         state.mark_status_written(key, _waiting_status(reason), reason)
@@ -263,10 +320,10 @@ def _waiting_status(reason: str) -> str:
     return STATUS_WAITING if reason.startswith("rep capacity") else f"waiting: {reason}"
 
 
-def _create_missing_people(engine: Engine, ctx: CycleContext, plan: HandoffPlan) -> None:
+def _create_missing_people(engine: Engine, ctx: CycleContext, handoffs: Sequence[PlannedHandoff]) -> None:
     """A person handed to a rep in a CRM where they do not exist yet is created there."""
     todo: dict[str, list[tuple[PlannedHandoff, PersonCreate]]] = {}
-    for h in plan.handoffs:
+    for h in handoffs:
         prof = h.profile
         if "salesforce" in h.task_crms and prof.salesforce is None and prof.hubspot:
             todo.setdefault("salesforce", []).append((h, _lead_create(engine, ctx, prof, h)))
@@ -335,9 +392,9 @@ def _contact_create(engine: Engine, ctx: CycleContext, prof: Profile, h: Planned
     return PersonCreate(external_id=sf_id, object_type="contact", values=values)
 
 
-def _intents(engine: Engine, ctx: CycleContext, plan: HandoffPlan) -> list[LedgerEntry]:
+def _intents(engine: Engine, ctx: CycleContext, handoffs: Sequence[PlannedHandoff]) -> list[LedgerEntry]:
     entries = []
-    for h in plan.handoffs:
+    for h in handoffs:
         for crm in h.task_crms:
             person = getattr(h.profile, crm)
             if person is None:
@@ -457,10 +514,12 @@ def _handoff_values(
     return values
 
 
-def _handoff_writes(engine: Engine, ctx: CycleContext, plan: HandoffPlan, done: set[str]) -> _Writes:
+def _handoff_writes(
+    engine: Engine, ctx: CycleContext, handoffs: Sequence[PlannedHandoff], done: set[str]
+) -> _Writes:
     """Handed off: stage SQL, handoff status/reason/score/rep and the owner, both CRMs."""
     writes = _Writes()
-    for h in plan.handoffs:
+    for h in handoffs:
         if h.key not in done:
             continue
         reason = "; ".join(f"{r.rule} (+{r.points})" for r in h.qualification.reasons)
@@ -545,7 +604,9 @@ def _nurture_writes(
             )
 
 
-def _apply_writes(engine: Engine, ctx: CycleContext, writes: _Writes) -> None:
+def _apply_writes(
+    engine: Engine, ctx: CycleContext, writes: _Writes, known: Mapping[tuple[str, str], Person] | None = None
+) -> None:
     """Send the writes, each CRM's on a thread of its own (the calls overlap); the results
     are then recorded on this thread, in CRM order."""
     jobs: dict[str, tuple[list[PersonUpdate], list[PersonUpdate]]] = {}
@@ -582,10 +643,12 @@ def _apply_writes(engine: Engine, ctx: CycleContext, writes: _Writes) -> None:
                 written[res.key] = writes.values[(crm, res.key, types[res.key])]
             else:
                 _error(engine, ctx, crm, f"person {res.key}", res.error or "rejected")
-        _mirror_writes(engine, crm, written)
+        _mirror_writes(engine, crm, written, known or {})
 
 
-def _mirror_writes(engine: Engine, crm: str, written: dict[str, dict[str, Any]]) -> None:
+def _mirror_writes(
+    engine: Engine, crm: str, written: dict[str, dict[str, Any]], known: Mapping[tuple[str, str], Person]
+) -> None:
     """Our own writes go into the mirror too, so the next chunk or cycle does not decide
     (and write) them again from a stale copy."""
     if not written:
@@ -594,7 +657,9 @@ def _mirror_writes(engine: Engine, crm: str, written: dict[str, dict[str, Any]])
     owner = "hubspot_owner_id" if crm == "hubspot" else "OwnerId"
     with engine.state.batch(lazy_sync=True):  # a cache: the next ordinary commit makes it durable
         fresh = []
-        for person in engine.state.people_by_ids(crm, list(written)):
+        mirrored = [known[(crm, pid)] for pid in written if (crm, pid) in known]  # as just saved
+        mirrored += engine.state.people_by_ids(crm, [pid for pid in written if (crm, pid) not in known])
+        for person in mirrored:
             values = {k: None if v is None else str(v) for k, v in written[person.id].items()}
             fresh.append(
                 replace(
@@ -625,7 +690,7 @@ def _per_1000(calls: int, records: int) -> float | None:
 
 
 def _summary(engine: Engine, ctx: CycleContext, plan: HandoffPlan) -> dict[str, Any]:
-    per_rep = Counter(h.rep.email for h in plan.handoffs)
+    per_rep = Counter(h.rep for h in plan.handoffs)
     counts = {
         k: {crm: ctx.counts.get(k, Counter()).get(crm, 0) for crm in engine.connectors}
         for k in ("tasks_created", "tasks_existing", "created", "updated", "unchanged")
@@ -670,18 +735,7 @@ def _summary(engine: Engine, ctx: CycleContext, plan: HandoffPlan) -> dict[str, 
             for crm in engine.connectors
         },
         "errors": ctx.errors,
-        "plan": [
-            {
-                "person": h.profile.name,
-                "person_key": h.profile.key,
-                "score": h.qualification.score,
-                "rep": h.rep.email,
-                "why_rep": h.why,
-                "task_in": list(h.task_crms),
-                "reasons": reasons_json(h.qualification.reasons),
-            }
-            for h in plan.handoffs
-        ],
+        "plan": [asdict(h) for h in plan.handoffs],
         "nurture": [
             {"person": n.name, "person_key": n.person_key, "score": n.score, "reason": n.reason}
             for n in plan.nurture[:200]

@@ -38,7 +38,8 @@ log = structlog.get_logger("handoff.engine")
 DEFAULT_LOOKBACK = timedelta(minutes=1)  # people: search-index lag and clock skew, not the interval
 DEFAULT_ACTIVITY_LOOKBACK = timedelta(minutes=5)  # activity: events are ingested later than they occur
 CHUNK = 1000  # people processed (and checkpointed) together
-KEEP_PROFILES = 5000  # candidate profiles kept in memory; others are reloaded from the mirror
+KEEP_PROFILES = 1000  # candidate profiles kept in memory; others are reloaded from the mirror
+PLAN_BATCH = 500  # handoffs planned and executed together
 AHEAD = 3000  # people a CRM's pull may fetch ahead of processing (on its own thread)
 ACTIVITY_BATCH = 5000  # pulled activities saved together
 OWNERS_TTL = timedelta(hours=1)
@@ -57,6 +58,31 @@ class PlannedHandoff:
     brief: Brief
     task_crms: tuple[str, ...]
 
+    def summary(self) -> HandoffSummary:
+        """What the cycle reports about this handoff, without the profile and the brief."""
+        return HandoffSummary(
+            person=self.profile.name,
+            person_key=self.profile.key,
+            score=self.qualification.score,
+            rep=self.rep.email,
+            why_rep=self.why,
+            task_in=list(self.task_crms),
+            reasons=reasons_json(self.qualification.reasons),
+        )
+
+
+@dataclass(frozen=True)
+class HandoffSummary:
+    """One planned handoff as ``--json`` and ``--dry-run`` show it."""
+
+    person: str
+    person_key: str
+    score: int
+    rep: str
+    why_rep: str
+    task_in: list[str]
+    reasons: list[dict[str, Any]]
+
 
 @dataclass(frozen=True)
 class NurtureItem:
@@ -70,7 +96,7 @@ class NurtureItem:
 class HandoffPlan:
     """Everything the cycle will do; printed by --dry-run."""
 
-    handoffs: list[PlannedHandoff] = field(default_factory=list)
+    handoffs: list[HandoffSummary] = field(default_factory=list)  # planned (and executed) in batches
     nurture: list[NurtureItem] = field(default_factory=list)
     capacity: dict[str, dict[str, int]] = field(default_factory=dict)
     unavailable_reps: dict[str, str] = field(default_factory=dict)
@@ -608,12 +634,11 @@ class Engine:
     def load_profiles(self, ctx: CycleContext, keys: Sequence[str]) -> None:
         """Candidate profiles not in memory, rebuilt from the mirror and re-scored."""
         missing = [k for k in keys if k not in ctx.profiles]
-        people: list[Person] = []
-        for ident in self.state.identities_by_key(missing):
-            if ident.hubspot_id:
-                people += self.state.people_by_ids("hubspot", [ident.hubspot_id])
-            if ident.salesforce_id:
-                people += self.state.people_by_ids("salesforce", [ident.salesforce_id])
+        if not missing:
+            return
+        idents = self.state.identities_by_key(missing)
+        people = self.state.people_by_ids("hubspot", [i.hubspot_id for i in idents if i.hubspot_id])
+        people += self.state.people_by_ids("salesforce", [i.salesforce_id for i in idents if i.salesforce_id])
         if people:
             ctx.profiles.update(self.profiles_for(ctx, people))
 
@@ -656,7 +681,11 @@ def reasons_json(reasons: Sequence[Reason]) -> list[dict[str, Any]]:
 
 
 def same_record(pulled: Person, mirrored: Person, stamps: frozenset[str]) -> bool:
-    """True when ``pulled`` holds what the mirror holds, modification stamps aside."""
+    """True when ``pulled`` holds what the mirror holds, modification stamps aside.
+
+    Only the values the pull returned are compared: the mirror may also hold values we
+    wrote but do not read back.
+    """
     if pulled.deleted or (pulled.email or "").lower() != (mirrored.email or "").lower():
         return False
     if (
@@ -673,5 +702,4 @@ def same_record(pulled: Person, mirrored: Person, stamps: frozenset[str]) -> boo
         mirrored.opportunity_stage,
     ):
         return False
-    keys = (pulled.values.keys() | mirrored.values.keys()) - stamps
-    return all(pulled.values.get(k) == mirrored.values.get(k) for k in keys)
+    return all(v == mirrored.values.get(k) for k, v in pulled.values.items() if k not in stamps)

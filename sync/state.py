@@ -300,11 +300,7 @@ class StateStore:
             return
         latest = {(p.crm, p.id): p for p in items}
         with self._begin() as conn:
-            for crm in {c for c, _ in latest}:
-                ids = [i for c, i in latest if c == crm]
-                for part in _parts(ids):
-                    conn.execute(delete(people).where(people.c.crm == crm, people.c.id.in_(part)))
-            conn.execute(insert(people), [_person_row(p) for p in latest.values()])
+            _upsert(conn, people, [_person_row(p) for p in latest.values()])
 
     def people_by_ids(self, crm: str, ids: Sequence[str]) -> list[Person]:
         out: list[Person] = []
@@ -389,10 +385,7 @@ class StateStore:
         if not items:
             return
         with self._begin() as conn:
-            keys = [i.person_key for i in items]
-            for part in _parts(keys):
-                conn.execute(delete(identities).where(identities.c.person_key.in_(part)))
-            conn.execute(insert(identities), [i.__dict__ for i in items])
+            _upsert(conn, identities, [i.__dict__ for i in items])
 
     # --- field values (last synced, for two-way rules) ---------------------
     def field_values(self, person_keys: Sequence[str]) -> dict[str, dict[str, str | None]]:
@@ -675,7 +668,6 @@ class StateStore:
                         )
                     )
                 }
-                conn.execute(delete(current_stage).where(current_stage.c.person_key.in_(part)))
             new = [
                 {"person_key": k, "stage": s, "entered_at": (entered or {}).get(k, at)}
                 for k, s in stages.items()
@@ -683,8 +675,9 @@ class StateStore:
             ]
             if new:
                 conn.execute(insert(stage_history), new)
-            conn.execute(
-                insert(current_stage),
+            _upsert(
+                conn,
+                current_stage,
                 [{"person_key": k, "stage": s, "updated_at": at} for k, s in stages.items()],
             )
 
@@ -848,6 +841,22 @@ def _entry(r: Any) -> LedgerEntry:
         error=r.error,
         payload=dict(r.payload or {}),
     )
+
+
+def _upsert(conn: Any, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows``, replacing those whose primary key exists (one statement a row,
+    no delete first: SQLite and PostgreSQL both have ``ON CONFLICT ... DO UPDATE``)."""
+    if not rows:
+        return
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect_insert: Any = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    stmt = dialect_insert(table)
+    keys = [c.name for c in table.primary_key.columns]
+    stmt = stmt.on_conflict_do_update(
+        index_elements=keys, set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
+    )
+    conn.execute(stmt, rows)
 
 
 def _parts(items: list[Any], size: int = 500) -> Iterator[list[Any]]:

@@ -122,6 +122,7 @@ class HubSpotConnector:
 
     name: Crm = "hubspot"
     handoff_fields: Mapping[str, str] = HANDOFF_FIELDS
+    task_page: int = PAGE  # tasks written per call
     stamp_fields: frozenset[str] = frozenset({"lastmodifieddate", "hs_lastmodifieddate"})
 
     def __init__(
@@ -146,6 +147,10 @@ class HubSpotConnector:
         base |= {"hubspot_owner_id", "lastmodifieddate", "notes_last_updated", "hs_merged_object_ids"}
         base |= {HANDOFF_FIELDS["link"], HANDOFF_FIELDS["status"]}
         self.properties = sorted(base | set(properties))
+        # HubSpot stamps "Became a ... Date" itself when a write moves the lifecycle stage
+        self.stamp_fields = type(self).stamp_fields | {
+            p for p in self.properties if p.startswith("hs_lifecyclestage_") and p.endswith("_date")
+        }
 
     # --- plumbing -------------------------------------------------------------
     def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -335,26 +340,27 @@ class HubSpotConnector:
 
     def _events(self, event_type: str, kind: str, since: datetime) -> Iterator[Activity]:
         after = None
+        api = self.client.events.events_api  # one API client (and connection pool) per event type
         while True:
-            page = self._call(
-                self.client.events.events_api.get_page,
+            page = self._json(  # raw JSON: the SDK models' date parsing costs more than the call
+                api.get_page,
                 object_type="contact",
                 event_type=event_type,
                 occurred_after=since,
                 limit=PAGE,
                 after=after,
             )
-            for ev in page.results or []:
-                props = ev.properties or {}
+            for ev in page.get("results") or []:
+                props = ev.get("properties") or {}
                 yield Activity(
                     crm="hubspot",
-                    id=f"ev-{ev.id}",
+                    id=f"ev-{ev.get('id')}",
                     kind=kind,
-                    occurred_at=parse_time(ev.occurred_at) or since,
-                    person_id=str(ev.object_id),
+                    occurred_at=parse_time(ev.get("occurredAt")) or since,
+                    person_id=str(ev.get("objectId")),
                     title=str(props.get("hs_title") or props.get("title") or props.get("hs_url") or ""),
                 )
-            after = page.paging.next.after if page.paging and page.paging.next else None
+            after = _next_after(page)
             if not after:
                 return
 

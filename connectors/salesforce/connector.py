@@ -143,7 +143,8 @@ def _from_csv(row: dict[str, str]) -> dict[str, Any]:
 
 
 def _ceil_second(at: datetime) -> str:
-    """SOQL datetime literals have whole seconds: round the window's end up, never down."""
+    """SOQL datetime literals have whole seconds: round the window's end up, never down
+    (the end is already ``window_lag`` behind now, past transactions in flight)."""
     whole = at.replace(microsecond=0)
     return (whole + timedelta(seconds=1) if at.microsecond else whole).isoformat()
 
@@ -163,6 +164,7 @@ class SalesforceConnector:
 
     name: Crm = "salesforce"
     handoff_fields: Mapping[str, str] = HANDOFF_FIELDS
+    task_page: int = COLLECTION  # tasks written per call
     stamp_fields: frozenset[str] = frozenset({"SystemModstamp", "LastModifiedDate", "LastModifiedById"})
 
     def __init__(
