@@ -83,12 +83,7 @@ def run_cycle(
         engine.load_owners(ctx)
         engine.open_pulls(ctx)  # people pages are fetched while activity is pulled
         try:
-            engine.pull_activities(ctx)
-            engine.pull_people(
-                ctx,
-                lambda people, fresh: _process(engine, ctx, people, fresh),
-                lambda crm, alive: _reconcile(engine, ctx, crm, alive),
-            )
+            _pull_and_process(engine, ctx)
         finally:
             engine.close_pulls(ctx)
         touched = engine.touched_people(ctx)
@@ -118,6 +113,36 @@ def run_cycle(
         engine.state.finish_run(ctx.run_id, status, summary, ctx.now)
     log.info("cycle_finished", run=ctx.run_id, status=status, handed_off=summary["handed_off"])
     return CycleResult(summary, plan, exit_code=1 if (ctx.errors or ctx.stopped) else 0)
+
+
+def _pull_and_process(engine: Engine, ctx: CycleContext) -> None:
+    """Activity first, then people chunk by chunk, CRM by CRM (``Engine.order``).
+
+    HubSpot's activity pull (hundreds of rate-limited calls on a first sync) runs on a
+    thread while the CRMs before it are pulled and processed; it is saved before the
+    first HubSpot chunk, and the people processed meanwhile who have new activity in it
+    are scored again.
+    """
+    order = engine.order
+    late = {crm: engine.start_activities(ctx, crm) for crm in order[1:] if crm == "hubspot"}
+    ctx.activities_pending |= set(late)
+    for crm in order:
+        if crm not in late:
+            engine.finish_activities(ctx, engine.start_activities(ctx, crm, background=False))
+
+    def before_pass(crm: str) -> None:
+        if crm in late:
+            engine.finish_activities(ctx, late.pop(crm))
+            again = engine.early_touched(ctx)
+            if again:
+                _process(engine, ctx, again, fresh=False)
+
+    engine.pull_people(
+        ctx,
+        lambda people, fresh: _process(engine, ctx, people, fresh),
+        lambda crm, alive: _reconcile(engine, ctx, crm, alive),
+        before_pass,
+    )
 
 
 def run_cycle_or_fail(engine: Engine, now: datetime, dry_run: bool = False) -> CycleResult:

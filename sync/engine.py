@@ -126,6 +126,8 @@ class CycleContext:
     queue_overlay: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     pending_queue: list[tuple[str, int, dict[str, Any], str, datetime]] = field(default_factory=list)
     pulls: dict[str, PeoplePull] = field(default_factory=dict)
+    activities_pending: set[str] = field(default_factory=set)  # CRMs whose activity is still coming
+    early: dict[str, set[str]] = field(default_factory=lambda: {"email": set()})  # scored meanwhile
     errors: list[dict[str, str]] = field(default_factory=list)
     stopped: str | None = None
     should_stop: Callable[[], str | None] | None = None
@@ -263,6 +265,23 @@ class PeoplePull:
     pages: Ahead
 
 
+@dataclass
+class ActivityPull:
+    """One CRM's activity pull, inline or on a thread of its own."""
+
+    crm: str
+    started: datetime
+    pages: Any = ()  # the activities (an iterator inline; a list once a thread fetched them)
+    thread: threading.Thread | None = None
+    error: BaseException | None = None
+
+    def fetch(self, pull: Callable[[], Iterator[Activity]]) -> None:
+        try:
+            self.pages = list(pull())
+        except BaseException as exc:  # re-raised on the processing thread (finish_activities)
+            self.error = exc
+
+
 class Engine:
     """Gathers, scores and plans handoff cycles against connectors and a state store."""
 
@@ -281,6 +300,12 @@ class Engine:
         self.lookback = lookback
         self.activity_lookback = activity_lookback
         self.clock = clock  # stamps watermarks and the owners cache
+
+    @property
+    def order(self) -> list[str]:
+        """The CRMs in processing order: Salesforce first, so its pull and processing (CPU)
+        overlap HubSpot's activity pull (bound by HubSpot's rate limit, on a thread)."""
+        return sorted(self.connectors, key=lambda crm: crm != "salesforce")
 
     @property
     def window_days(self) -> int:
@@ -311,15 +336,38 @@ class Engine:
 
     # --- activities -------------------------------------------------------------
     def pull_activities(self, ctx: CycleContext) -> None:
+        """Every CRM's new activity, saved before any person is scored."""
+        for crm in self.order:
+            self.finish_activities(ctx, self.start_activities(ctx, crm, background=False))
+
+    def start_activities(self, ctx: CycleContext, crm: str, background: bool = True) -> ActivityPull:
+        """Start one CRM's activity pull; ``background``: fetched on a thread of its own
+        (held in memory until ``finish_activities``; the state is written on this thread)."""
         window = ctx.now - timedelta(days=self.window_days)
-        for crm, conn in self.connectors.items():
-            mark = _parse_ts(self.state.watermark(crm, "activities"))
-            since = max(mark - self.activity_lookback, window) if mark else window
-            started = self.clock()
-            for batch in chunked(conn.pull_activities(since), ACTIVITY_BATCH):  # flat memory
-                self._keep_activities(ctx, batch)
-            if not ctx.dry_run:
-                self.state.set_watermark(crm, "activities", started.isoformat())
+        mark = _parse_ts(self.state.watermark(crm, "activities"))
+        since = max(mark - self.activity_lookback, window) if mark else window
+        pull = ActivityPull(crm, self.clock())
+        fetch = partial(self.connectors[crm].pull_activities, since)
+        if background:
+            pull.thread = threading.Thread(
+                target=pull.fetch, args=(fetch,), name=f"activity-{crm}", daemon=True
+            )
+            pull.thread.start()
+        else:
+            pull.pages = fetch()
+        return pull
+
+    def finish_activities(self, ctx: CycleContext, pull: ActivityPull) -> None:
+        """Wait for an activity pull, save what it fetched and move its watermark."""
+        if pull.thread is not None:
+            pull.thread.join()
+            if pull.error is not None:
+                raise pull.error
+        for batch in chunked(pull.pages, ACTIVITY_BATCH):  # flat memory
+            self._keep_activities(ctx, batch)
+        if not ctx.dry_run:
+            self.state.set_watermark(pull.crm, "activities", pull.started.isoformat())
+        ctx.activities_pending.discard(pull.crm)
 
     def _keep_activities(self, ctx: CycleContext, batch: Sequence[Activity]) -> None:
         ctx.pulled_activities += len(batch)
@@ -333,15 +381,21 @@ class Engine:
             ctx.new_activities += self.state.save_activities(batch)
 
     # --- people -----------------------------------------------------------------
-    def pull_people(self, ctx: CycleContext, on_chunk: Any, on_reconcile: Any = None) -> None:
+    def pull_people(
+        self, ctx: CycleContext, on_chunk: Any, on_reconcile: Any = None, before_pass: Any = None
+    ) -> None:
         """Pull every CRM's changed people in checkpointed chunks; ``on_chunk`` processes one.
+
+        ``before_pass(crm)`` is called before a CRM's chunks are processed.
 
         ``on_reconcile(crm, alive)`` receives a connector's full list of live ids when it
         had to reconcile (a gap longer than its deletes window).
         """
         try:
             self.open_pulls(ctx)
-            for crm in self.connectors:
+            for crm in self.order:
+                if before_pass is not None:
+                    before_pass(crm)
                 self._pull_pass(ctx, crm, on_chunk, on_reconcile)
         finally:
             self.close_pulls(ctx)
@@ -355,7 +409,8 @@ class Engine:
         CRM's pages wait in memory at a time.
         """
         previous: Ahead | None = None
-        for crm, conn in self.connectors.items():
+        for crm in self.order:
+            conn = self.connectors[crm]
             if crm in ctx.pulls:
                 previous = ctx.pulls[crm].pages
                 continue
@@ -390,6 +445,9 @@ class Engine:
                 ctx.seen[crm] |= {p.id for p in people}
             if people:
                 on_chunk(people, fresh=True)
+                if ctx.activities_pending:  # scored before all activity was in: see ``early_touched``
+                    ctx.early.setdefault(crm, set()).update(p.id for p in people)
+                    ctx.early.setdefault("email", set()).update(p.email.lower() for p in people if p.email)
             if last.alive is not None and on_reconcile is not None:
                 on_reconcile(crm, last.alive)
             if ctx.dry_run:
@@ -421,6 +479,20 @@ class Engine:
         if len(changed) < len(people):
             ctx.count("unchanged", crm, len(people) - len(changed))
         return changed
+
+    def early_touched(self, ctx: CycleContext) -> list[Person]:
+        """People scored before all activity was in who have new activity: scored again."""
+        out: list[Person] = []
+        for crm in self.connectors:
+            ids = sorted(ctx.early.get(crm, set()) & ctx.touched.get(crm, set()))
+            out += self.state.people_by_ids(crm, ids)
+        emails = sorted(ctx.early.get("email", set()) & ctx.touched.get("email", set()))
+        for ident in self.state.identities_for([], [], emails) if emails else []:
+            for crm, pid in (("hubspot", ident.hubspot_id), ("salesforce", ident.salesforce_id)):
+                if pid and pid in ctx.early.get(crm, set()):
+                    out += self.state.people_by_ids(crm, [pid])
+        ctx.early.clear()
+        return list({(p.crm, p.id): p for p in out}.values())
 
     def touched_people(self, ctx: CycleContext) -> list[Person]:
         """People with new activity who were not pulled this cycle, from the mirror."""
