@@ -12,13 +12,13 @@ import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from connectors.hubspot.sandbox import HubSpotStore
 from connectors.salesforce.sandbox import SalesforceStore
 from mappings.loader import default_dir
+from sync.demo import hubspot_props, salesforce_lead
 
 FIRST = ["Ava", "Ben", "Chloe", "Dev", "Elena", "Farid", "Grace", "Hiro", "Isla", "Jon", "Kemi", "Luis"]
 LAST = ["Adams", "Brennan", "Chen", "Dubois", "Eriksen", "Garcia", "Ito", "Lopez", "Patel", "Rossi"]
@@ -129,11 +129,13 @@ def _seed_person(world: World, i: int, now: datetime, webinar: str, content: str
     engaged = rnd.random() < ENGAGED
     hs_id = None
     if where < 0.70:
-        hs_id = world.hs.add_contact(_hs_props(rnd, p), created_at=now - timedelta(days=rnd.randint(20, 400)))
+        hs_id = world.hs.add_contact(
+            hubspot_props(rnd, p, HS_STAGES), created_at=now - timedelta(days=rnd.randint(20, 400))
+        )
         world.hs_ids.append(hs_id)
         _hs_activity(world.hs, rnd, hs_id, p["email"], now, engaged)
     if where >= 0.55:
-        lead = _sf_lead(rnd, p, rnd.choice(world.rep_users))
+        lead = salesforce_lead(rnd, p, rnd.choice(world.rep_users), INDUSTRIES)
         if hs_id and rnd.random() < 0.5:
             lead["HubSpot_Contact_Id__c"] = hs_id
         sf_id = world.sf.insert("Lead", lead, at=now - timedelta(days=rnd.randint(5, 300)))
@@ -161,36 +163,6 @@ def _person(rnd: random.Random, i: int) -> dict[str, str]:
         "industry": rnd.choice(list(INDUSTRIES)),
         "size": str(rnd.choice([8, 25, 60, 150, 400, 1200, 3000, 9000])),
         "country": rnd.choice(COUNTRIES),
-    }
-
-
-def _hs_props(rnd: random.Random, p: dict[str, str]) -> dict[str, str]:
-    return {
-        "email": p["email"],
-        "firstname": p["first"],
-        "lastname": p["last"],
-        "company": p["company"],
-        "jobtitle": p["title"],
-        "industry": p["industry"],
-        "numemployees": p["size"],
-        "country": p["country"],
-        "lifecyclestage": rnd.choice(HS_STAGES),
-    }
-
-
-def _sf_lead(rnd: random.Random, p: dict[str, str], owner: str) -> dict[str, Any]:
-    return {
-        "FirstName": p["first"],
-        "LastName": p["last"],
-        "Email": p["email"],
-        "Company": p["company"],
-        "Title": p["title"],
-        "Industry": INDUSTRIES[p["industry"]],
-        "NumberOfEmployees": int(p["size"]),
-        "Country": p["country"],
-        "Status": rnd.choice(SF_STATUS),
-        "OwnerId": owner,
-        "LeadSource": "Web",
     }
 
 

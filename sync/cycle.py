@@ -137,12 +137,12 @@ def _pull_and_process(engine: Engine, ctx: CycleContext) -> None:
             if again:
                 _process(engine, ctx, again, fresh=False)
 
-    engine.pull_people(
-        ctx,
-        lambda people, fresh: _process(engine, ctx, people, fresh),
-        lambda crm, alive: _reconcile(engine, ctx, crm, alive),
-        before_pass,
-    )
+    def on_chunk(people: list[Person], fresh: bool) -> None:
+        for pull in late.values():
+            engine.keep_fetched(ctx, pull)
+        _process(engine, ctx, people, fresh)
+
+    engine.pull_people(ctx, on_chunk, lambda crm, alive: _reconcile(engine, ctx, crm, alive), before_pass)
 
 
 def run_cycle_or_fail(engine: Engine, now: datetime, dry_run: bool = False) -> CycleResult:

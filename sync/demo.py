@@ -11,7 +11,7 @@ import json
 import random
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -226,10 +226,12 @@ def seed_demo(hs: Any, sf: Any, mapping: MappingSet, now: datetime, people: int 
         where = rnd.random()
         hs_id = sf_id = None
         if where < 0.70:
-            hs_id = hs.add_contact(_hs_props(rnd, p), created_at=now - timedelta(days=rnd.randint(20, 400)))
+            hs_id = hs.add_contact(
+                hubspot_props(rnd, p), created_at=now - timedelta(days=rnd.randint(20, 400))
+            )
             _hs_activity(rnd, hs, hs_id, p["email"], now)
         if where >= 0.55:
-            lead = _sf_lead(rnd, p, rnd.choice(sf_users))
+            lead = salesforce_lead(rnd, p, rnd.choice(sf_users))
             if hs_id and rnd.random() < 0.5:
                 lead["HubSpot_Contact_Id__c"] = hs_id
             sf_id = sf.insert("Lead", lead, at=now - timedelta(days=rnd.randint(5, 300)))
@@ -296,7 +298,8 @@ def _person(rnd: random.Random, i: int) -> dict[str, str]:
     }
 
 
-def _hs_props(rnd: random.Random, p: dict[str, str]) -> dict[str, str]:
+def hubspot_props(rnd: random.Random, p: dict[str, str], stages: Sequence[str] = HS_STAGES) -> dict[str, str]:
+    """A synthetic person (``_person``) as HubSpot contact properties (the demo and ``bench/``)."""
     return {
         "email": p["email"],
         "firstname": p["first"],
@@ -306,18 +309,21 @@ def _hs_props(rnd: random.Random, p: dict[str, str]) -> dict[str, str]:
         "industry": p["industry"],
         "numemployees": p["size"],
         "country": p["country"],
-        "lifecyclestage": rnd.choice(HS_STAGES),
+        "lifecyclestage": rnd.choice(stages),
     }
 
 
-def _sf_lead(rnd: random.Random, p: dict[str, str], owner: str) -> dict[str, Any]:
+def salesforce_lead(
+    rnd: random.Random, p: dict[str, str], owner: str, industries: Mapping[str, str] = SF_INDUSTRY
+) -> dict[str, Any]:
+    """The same person as Salesforce Lead fields, ``industries`` mapping HubSpot's values."""
     return {
         "FirstName": p["first"],
         "LastName": p["last"],
         "Email": p["email"],
         "Company": p["company"],
         "Title": p["title"],
-        "Industry": SF_INDUSTRY[p["industry"]],
+        "Industry": industries[p["industry"]],
         "NumberOfEmployees": int(p["size"]),
         "Country": p["country"],
         "Status": rnd.choice(SF_STATUS),

@@ -39,7 +39,7 @@ DEFAULT_LOOKBACK = timedelta(minutes=1)  # people: search-index lag and clock sk
 DEFAULT_ACTIVITY_LOOKBACK = timedelta(minutes=5)  # activity: events are ingested later than they occur
 CHUNK = 1000  # people processed (and checkpointed) together
 KEEP_PROFILES = 1000  # candidate profiles kept in memory; others are reloaded from the mirror
-PLAN_BATCH = 500  # handoffs planned and executed together
+PLAN_BATCH = 1000  # handoffs planned and executed together
 AHEAD = 3000  # people a CRM's pull may fetch ahead of processing (on its own thread)
 ACTIVITY_BATCH = 5000  # pulled activities saved together
 OWNERS_TTL = timedelta(hours=1)
@@ -271,15 +271,26 @@ class ActivityPull:
 
     crm: str
     started: datetime
-    pages: Any = ()  # the activities (an iterator inline; a list once a thread fetched them)
+    pages: Any = ()  # inline: the connector's iterator; on a thread: what was fetched, not yet taken
     thread: threading.Thread | None = None
     error: BaseException | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def fetch(self, pull: Callable[[], Iterator[Activity]]) -> None:
         try:
-            self.pages = list(pull())
+            for act in pull():
+                with self.lock:
+                    self.pages.append(act)
         except BaseException as exc:  # re-raised on the processing thread (finish_activities)
             self.error = exc
+
+    def take(self) -> list[Activity]:
+        """What the thread fetched since the last ``take`` (saved by the processing thread)."""
+        if self.thread is None:
+            return []
+        with self.lock:
+            taken, self.pages = self.pages, []
+        return list(taken)
 
 
 class Engine:
@@ -349,6 +360,7 @@ class Engine:
         pull = ActivityPull(crm, self.clock())
         fetch = partial(self.connectors[crm].pull_activities, since)
         if background:
+            pull.pages = []
             pull.thread = threading.Thread(
                 target=pull.fetch, args=(fetch,), name=f"activity-{crm}", daemon=True
             )
@@ -357,13 +369,19 @@ class Engine:
             pull.pages = fetch()
         return pull
 
+    def keep_fetched(self, ctx: CycleContext, pull: ActivityPull) -> None:
+        """Save what a background activity pull has fetched so far (memory stays flat)."""
+        batch = pull.take()
+        if batch:
+            self._keep_activities(ctx, batch)
+
     def finish_activities(self, ctx: CycleContext, pull: ActivityPull) -> None:
         """Wait for an activity pull, save what it fetched and move its watermark."""
         if pull.thread is not None:
             pull.thread.join()
             if pull.error is not None:
                 raise pull.error
-        for batch in chunked(pull.pages, ACTIVITY_BATCH):  # flat memory
+        for batch in chunked(pull.take() if pull.thread else pull.pages, ACTIVITY_BATCH):  # flat memory
             self._keep_activities(ctx, batch)
         if not ctx.dry_run:
             self.state.set_watermark(pull.crm, "activities", pull.started.isoformat())
