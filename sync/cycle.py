@@ -25,6 +25,7 @@ from more_itertools import chunked
 
 from mappings.lifecycle import funnel_rank, hubspot_stage, may_move
 from sync.engine import (
+    CHUNK,
     KEEP_PROFILES,
     PLAN_BATCH,
     CycleContext,
@@ -86,8 +87,7 @@ def run_cycle(
             _pull_and_process(engine, ctx)
         finally:
             engine.close_pulls(ctx)
-        touched = engine.touched_people(ctx)
-        if touched:
+        for touched in chunked(engine.touched_people(ctx), CHUNK):
             _process(engine, ctx, touched, fresh=False)
         ctx.checkpoint()
         plan, routing = engine.plan(ctx)
@@ -133,8 +133,7 @@ def _pull_and_process(engine: Engine, ctx: CycleContext) -> None:
     def before_pass(crm: str) -> None:
         if crm in late:
             engine.finish_activities(ctx, late.pop(crm))
-            again = engine.early_touched(ctx)
-            if again:
+            for again in engine.early_touched(ctx):
                 _process(engine, ctx, again, fresh=False)
 
     def on_chunk(people: list[Person], fresh: bool) -> None:

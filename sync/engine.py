@@ -127,7 +127,8 @@ class CycleContext:
     pending_queue: list[tuple[str, int, dict[str, Any], str, datetime]] = field(default_factory=list)
     pulls: dict[str, PeoplePull] = field(default_factory=dict)
     activities_pending: set[str] = field(default_factory=set)  # CRMs whose activity is still coming
-    early: dict[str, set[str]] = field(default_factory=lambda: {"email": set()})  # scored meanwhile
+    early: dict[str, set[str]] = field(default_factory=dict)  # people scored meanwhile (and emails)
+    late_touched: dict[str, set[str]] = field(default_factory=dict)  # whom that activity concerns
     errors: list[dict[str, str]] = field(default_factory=list)
     stopped: str | None = None
     should_stop: Callable[[], str | None] | None = None
@@ -371,7 +372,13 @@ class Engine:
 
     def keep_fetched(self, ctx: CycleContext, pull: ActivityPull) -> None:
         """Save what a background activity pull has fetched so far (memory stays flat)."""
-        batch = pull.take()
+        self._keep_late(ctx, pull.take())
+
+    def _keep_late(self, ctx: CycleContext, batch: Sequence[Activity]) -> None:
+        for act in batch:  # whom activity arriving after processing began touched
+            ref = act.person_id or (act.email or "").lower()
+            if ref:
+                ctx.late_touched.setdefault(act.crm if act.person_id else "email", set()).add(ref)
         if batch:
             self._keep_activities(ctx, batch)
 
@@ -382,7 +389,10 @@ class Engine:
             if pull.error is not None:
                 raise pull.error
         for batch in chunked(pull.take() if pull.thread else pull.pages, ACTIVITY_BATCH):  # flat memory
-            self._keep_activities(ctx, batch)
+            if pull.thread is not None:
+                self._keep_late(ctx, batch)
+            else:
+                self._keep_activities(ctx, batch)
         if not ctx.dry_run:
             self.state.set_watermark(pull.crm, "activities", pull.started.isoformat())
         ctx.activities_pending.discard(pull.crm)
@@ -498,19 +508,22 @@ class Engine:
             ctx.count("unchanged", crm, len(people) - len(changed))
         return changed
 
-    def early_touched(self, ctx: CycleContext) -> list[Person]:
-        """People scored before all activity was in who have new activity: scored again."""
-        out: list[Person] = []
-        for crm in self.connectors:
-            ids = sorted(ctx.early.get(crm, set()) & ctx.touched.get(crm, set()))
-            out += self.state.people_by_ids(crm, ids)
-        emails = sorted(ctx.early.get("email", set()) & ctx.touched.get("email", set()))
-        for ident in self.state.identities_for([], [], emails) if emails else []:
-            for crm, pid in (("hubspot", ident.hubspot_id), ("salesforce", ident.salesforce_id)):
-                if pid and pid in ctx.early.get(crm, set()):
-                    out += self.state.people_by_ids(crm, [pid])
+    def early_touched(self, ctx: CycleContext) -> Iterator[list[Person]]:
+        """People scored before a background activity pull was in, whom it touched: they
+        are scored again, a chunk at a time."""
+        late = ctx.late_touched
+        refs = {crm: ctx.early.get(crm, set()) & late.get(crm, set()) for crm in self.connectors}
+        emails = sorted(ctx.early.get("email", set()) & late.get("email", set()))
+        for part in chunked(emails, CHUNK):
+            for ident in self.state.identities_for([], [], part):
+                for crm, pid in (("hubspot", ident.hubspot_id), ("salesforce", ident.salesforce_id)):
+                    if pid and pid in ctx.early.get(crm, set()):
+                        refs[crm].add(pid)
         ctx.early.clear()
-        return list({(p.crm, p.id): p for p in out}.values())
+        ctx.late_touched.clear()
+        for crm, ids in refs.items():
+            for chunk in chunked(sorted(ids), CHUNK):
+                yield self.state.people_by_ids(crm, chunk)
 
     def touched_people(self, ctx: CycleContext) -> list[Person]:
         """People with new activity who were not pulled this cycle, from the mirror."""

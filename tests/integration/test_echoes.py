@@ -93,3 +93,34 @@ def test_as_of_runs_the_whole_cycle_on_a_shifted_clock(crms, monkeypatch, tmp_pa
     assert people_mark.startswith("2031-03-02T09:0")
     assert activity_mark.startswith("2031-03-02T09:0")
     assert sf_mark.startswith("2031-03-02T09:0")  # the Salesforce window's end, on the same clock
+
+
+def test_hubspot_activity_arriving_after_salesforce_was_scored_is_counted(crms, monkeypatch, tmp_path):
+    """Salesforce is processed while HubSpot's activity is still being pulled (on a thread);
+    a lead that HubSpot's email clicks make sales-ready is scored again once they are in."""
+    import time as _time
+    from datetime import UTC, datetime, timedelta
+
+    from connectors.hubspot.connector import HubSpotConnector
+
+    slow = HubSpotConnector.pull_activities
+
+    def slow_pull(self, since):  # a slow activity pull: Salesforce's chunk is scored first
+        _time.sleep(0.5)
+        yield from slow(self, since)
+
+    monkeypatch.setattr(HubSpotConnector, "pull_activities", slow_pull)
+    cfg = mapping_dir(
+        tmp_path, reps=[rep("dana@northwind.example", "salesforce")], sales_ready={"threshold": 55}
+    )
+    add_rep_users(crms, "dana@northwind.example")
+    lead = add_lead(crms, 7, Status="Open - Not Contacted")  # fit 45: not sales-ready on its own
+    lonely = add_lead(crms, 8, Status="Open - Not Contacted")
+    for day in (1, 2, 3):  # three marketing email clicks (+10), known to HubSpot only by email
+        crms.hs_store.add_email_event("lead7@acme7.example", "CLICK", datetime.now(UTC) - timedelta(days=day))
+
+    code, summary = sync_json(crms, monkeypatch, cfg)
+    assert code == 0, summary["errors"]
+    assert [h["person_key"] for h in summary["plan"]] == [f"sf-{lead}"]
+    assert "Clicks marketing emails" in json.dumps(summary["plan"][0]["reasons"])
+    assert {t["WhoId"] for t in crms.sf_tasks()} == {lead} and lonely != lead
