@@ -11,6 +11,7 @@ import re
 import threading
 from collections import Counter
 from typing import Any
+from urllib.parse import unquote_plus
 
 from werkzeug.wrappers import Request, Response
 
@@ -68,6 +69,17 @@ def soql_class(soql: str) -> str:
     if obj == "task" and "Handoff_Key__c IN" in soql:
         return "task_lookup"
     if obj in ("task", "event", "campaignmember", "campaign"):
+        return "activity"
+    return "other"
+
+
+def composite_class(body: str) -> str:
+    """A Composite request of prefetched first pages: a people pull when it carries the
+    Lead/Contact queries (or their getDeleted), activity when it carries Task/Event ones."""
+    text = unquote_plus(body)
+    if re.search(r"FROM (Lead|Contact)\b|/sobjects/(Lead|Contact)/deleted", text):
+        return "people_pull"
+    if re.search(r"FROM (Task|Event|CampaignMember)\b", text):
         return "activity"
     return "other"
 
@@ -148,6 +160,8 @@ class MeteredSalesforce(SalesforceSandbox):
             cls = self._cursor_class.get(m.group(1).rpartition("-")[0], "other")
         elif request.method in ("PATCH", "POST") and "/composite/sobjects" in path:
             cls = salesforce_write_class(path)
+        elif request.method == "POST" and path.rstrip("/").endswith("/composite"):
+            cls = composite_class(request.get_data(as_text=True))
         if "/query" in path and response.status_code == 200:
             found = _NEXT.search(response.get_data()[-400:])
             if found:
