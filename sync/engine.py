@@ -431,7 +431,7 @@ class Engine:
     def open_pulls(self, ctx: CycleContext) -> None:
         """Start the CRMs' people passes, each on a thread of its own, ahead of processing.
 
-        Processing stays on the calling thread, one chunk at a time and in CRM order;
+        Processing stays on the calling thread, one chunk at a time and in ``order`` (Salesforce first);
         only the fetching of the next pages overlaps it (and the activity pull). A CRM's
         pull starts when the previous CRM's has fetched its last page, so only one
         CRM's pages wait in memory at a time.
