@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +102,9 @@ def _mapping(args: argparse.Namespace, settings: Settings) -> MappingSet:
     return load_mappings(getattr(args, "config", None) or settings.handoff_config)
 
 
+AS_OF_WARN = timedelta(minutes=10)  # --as-of further ahead than this, writing: say what it does
+
+
 def _now(args: argparse.Namespace) -> datetime:
     raw = getattr(args, "as_of", None)
     if not raw:
@@ -147,6 +150,12 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     state = open_state(settings, read_only=args.dry_run)
     try:
         now = _now(args)  # with --as-of, the whole cycle (watermarks too) runs on a shifted clock
+        if args.as_of and not args.dry_run and now - datetime.now(UTC) > AS_OF_WARN:
+            print(
+                f"warning: --as-of {now.isoformat()} is ahead of the clock: this state's watermarks move "
+                "there, and a later cycle without --as-of reads only changes made after it",
+                file=sys.stderr,
+            )
         engine = build_engine(settings, mapping, state, shifted(now) if args.as_of else utc_now)
         result = run_cycle(engine, now, dry_run=args.dry_run)
     finally:

@@ -347,11 +347,6 @@ class Engine:
                 self.state.set_watermark(crm, "owners", json.dumps(blob))
 
     # --- activities -------------------------------------------------------------
-    def pull_activities(self, ctx: CycleContext) -> None:
-        """Every CRM's new activity, saved before any person is scored."""
-        for crm in self.order:
-            self.finish_activities(ctx, self.start_activities(ctx, crm, background=False))
-
     def start_activities(self, ctx: CycleContext, crm: str, background: bool = True) -> ActivityPull:
         """Start one CRM's activity pull; ``background``: fetched on a thread of its own
         (held in memory until ``finish_activities``; the state is written on this thread)."""

@@ -6,7 +6,15 @@ import json
 import time
 
 from sync.state import StateStore
-from tests.integration.conftest import add_lead, add_ready_contact, add_rep_users, mapping_dir, rep, sync_json
+from tests.integration.conftest import (
+    add_lead,
+    add_ready_contact,
+    add_rep_users,
+    mapping_dir,
+    rep,
+    run_cli,
+    sync_json,
+)
 
 
 def _back_to_back(monkeypatch) -> None:
@@ -81,8 +89,11 @@ def test_as_of_runs_the_whole_cycle_on_a_shifted_clock(crms, monkeypatch, tmp_pa
     cfg = mapping_dir(tmp_path, reps=[rep("dana@northwind.example", "salesforce")])
     add_rep_users(crms, "dana@northwind.example")
     add_ready_contact(crms, 1)
-    code, _ = sync_json(crms, monkeypatch, cfg, "--as-of", "2031-03-02T09:00:00Z")
+    code, _, err = run_cli(
+        crms, monkeypatch, "sync", "--once", "--json", "--config", str(cfg), "--as-of", "2031-03-02T09:00:00Z"
+    )
     assert code == 0
+    assert "warning: --as-of 2031-03-02T09:00:00+00:00 is ahead of the clock" in err
     store = StateStore(state_url)
     try:
         people_mark = json.loads(store.watermark("hubspot", "people") or "{}")["watermark"]
