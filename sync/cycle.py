@@ -182,7 +182,6 @@ def _process(engine: Engine, ctx: CycleContext, people: list[Person], fresh: boo
                 merged = [m for m in (p.values.get("hs_merged_object_ids") or "").split(";") if m]
                 if p.crm == "hubspot" and merged:
                     state.merge_hubspot_ids(p.id, merged)
-            state.save_people(live)
             _forget_deleted(engine, ctx, [p for p in people if p.deleted])
         for acts in found:
             engine._keep_activities(ctx, acts)
@@ -210,8 +209,12 @@ def _process(engine: Engine, ctx: CycleContext, people: list[Person], fresh: boo
     known: dict[tuple[str, str], Person] = {
         (q.crm, q.id): q for prof in profiles.values() for q in (prof.hubspot, prof.salesforce) if q
     }
-    _apply_writes(engine, ctx, writes, known)  # the chunk and its counterparts, as the mirror holds them
+    written = _apply_writes(engine, ctx, writes, mirror=False)
     with state.batch(lazy_sync=True):
+        if fresh:  # the chunk enters the mirror only with its writes done: until then a re-pull
+            state.save_people(live)  # of it is decided again, never skipped as an echo
+        for crm, values in written.items():
+            _mirror_writes(engine, crm, values, known)  # the chunk and its counterparts, in memory
         state.save_identities([p.identity() for p in profiles.values()])
         state.save_field_values(
             {k: dict(p.values) for k, p in profiles.items() if p.hubspot and p.salesforce}
@@ -629,10 +632,11 @@ def _nurture_writes(
 
 
 def _apply_writes(
-    engine: Engine, ctx: CycleContext, writes: _Writes, known: Mapping[tuple[str, str], Person] | None = None
-) -> None:
+    engine: Engine, ctx: CycleContext, writes: _Writes, mirror: bool = True
+) -> dict[str, dict[str, dict[str, Any]]]:
     """Send the writes, each CRM's on a thread of its own (the calls overlap); the results
-    are then recorded on this thread, in CRM order."""
+    are then recorded on this thread, in CRM order. Returns the values written, by CRM and
+    person id; ``mirror``: also applied to the mirror now."""
     jobs: dict[str, tuple[list[PersonUpdate], list[PersonUpdate]]] = {}
     for crm in engine.connectors:
         clear = [
@@ -654,6 +658,7 @@ def _apply_writes(
         done = {crm: f.result() for crm, f in futures.items()}  # the first CRM's error, if any
     else:
         done = {crm: send(crm) for crm in jobs}
+    out: dict[str, dict[str, dict[str, Any]]] = {}
     for crm, (cleared, results) in done.items():
         for res in cleared:
             if not res.ok:
@@ -667,7 +672,10 @@ def _apply_writes(
                 written[res.key] = writes.values[(crm, res.key, types[res.key])]
             else:
                 _error(engine, ctx, crm, f"person {res.key}", res.error or "rejected")
-        _mirror_writes(engine, crm, written, known or {})
+        out[crm] = written
+        if mirror:
+            _mirror_writes(engine, crm, written, {})
+    return out
 
 
 def _mirror_writes(

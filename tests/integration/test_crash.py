@@ -22,8 +22,11 @@ SF = "/services/data/v62.0/composite/sobjects"
 class KillSwitch:
     """WSGI middleware: SIGKILL the CLI process at the n-th request matching a pattern."""
 
-    def __init__(self, app: Any, method: str, path: str, nth: int = 1, before: bool = False) -> None:
+    def __init__(
+        self, app: Any, method: str, path: str, nth: int = 1, before: bool = False, drop: bool = False
+    ) -> None:
         self.app, self.method, self.path, self.nth, self.before = app, method, path, nth, before
+        self.drop = drop  # killed before the request reaches the CRM: the write never happens
         self.seen = 0
         self.proc: subprocess.Popen[str] | None = None
         self.fired = threading.Event()
@@ -40,8 +43,11 @@ class KillSwitch:
             with self.lock:
                 self.seen += 1
                 hit = self.seen == self.nth and not self.fired.is_set()
-        if hit and self.before:
+        if hit and (self.before or self.drop):
             self._kill()
+        if hit and self.drop:
+            start_response("503 Service Unavailable", [("Content-Length", "0")])
+            return [b""]
         body = b"".join(self.app(environ, start_response))  # the sandbox applies the write here
         if hit and not self.before:
             self._kill()
@@ -121,3 +127,43 @@ def test_kill_mid_batch_then_rerun_exactly_one_task_each(crms, tmp_path, crm, me
     leads = crms.salesforce().query("SELECT HubSpot_Contact_Id__c FROM Lead")["records"]
     assert len(leads) == len({r["HubSpot_Contact_Id__c"] for r in leads}) == 6
     assert summary["errors"] == []
+
+
+def test_kill_before_a_chunks_person_writes_then_rerun_writes_them(crms, tmp_path):
+    """A chunk enters the mirror only once its writes are done: killed before them, the
+    rerun pulls the chunk again and decides it again (it is not skipped as an echo)."""
+    from tests.integration.conftest import add_lead
+
+    cfg = str(mapping_dir(tmp_path, reps=[rep("dana@northwind.example", "salesforce")]))
+    add_rep_users(crms, "dana@northwind.example")
+    cids = [
+        crms.hs_store.add_contact(
+            {"email": f"lead{i}@acme{i}.example", "lastname": f"Buyer{i}", "jobtitle": "Analyst"}
+        )
+        for i in range(3)
+    ]
+    leads = [add_lead(crms, i, Title="Analyst", Status="Open - Not Contacted") for i in range(3)]
+    env = {**crms.env, "HANDOFF_LOOKBACK_SECONDS": "600"}
+    first = _cli(env, cfg)
+    assert first.communicate(timeout=120) and first.returncode == 0  # linked, titles equal
+    sf = crms.salesforce()
+    for lead in leads:  # a rep edits the leads: the title flows to HubSpot (two-way)
+        sf.Lead.update(lead, {"Title": "Chief Data Officer"})
+
+    switch = KillSwitch(crms.hs, "POST", "/crm/v3/objects/contacts/batch/update", 1, drop=True)
+    server = serve(switch)
+    env["HUBSPOT_BASE_URL"] = server.url
+    try:
+        switch.proc = _cli(env, cfg)
+        switch.proc.communicate(timeout=120)
+        assert switch.fired.is_set(), "the kill point was never reached"
+        rerun = _cli(env, cfg)
+        _out, err = rerun.communicate(timeout=120)
+        assert rerun.returncode == 0, err
+    finally:
+        server.stop()
+    titles = {
+        c.id: c.properties.get("jobtitle")
+        for c in crms.hubspot().crm.contacts.get_all(properties=["jobtitle"])
+    }
+    assert [titles[c] for c in cids] == ["Chief Data Officer"] * 3  # the killed cycle's writes, made
