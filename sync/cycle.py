@@ -90,13 +90,15 @@ def run_cycle(
         for touched in chunked(engine.touched_people(ctx), CHUNK):
             _process(engine, ctx, touched, fresh=False)
         ctx.checkpoint()
-        plan, routing = engine.plan(ctx)
         if not dry_run:
-            _recover_intents(engine, ctx)
+            _recover_intents(engine, ctx)  # before routing: those people are handed off, not queued
+        plan, routing = engine.plan(ctx)
         batches = list(chunked(routing.assignments, PLAN_BATCH))  # memory stays flat however many
         pending = _Pending()
         for i, batch in enumerate(batches):
-            ctx.checkpoint()  # tasks written so far are confirmed: a safe point
+            if not dry_run and ctx.should_stop and ctx.should_stop():
+                _execute(engine, ctx, [], pending, last=True)  # the waiting part-page first
+            ctx.checkpoint()  # every planned task so far is written and confirmed: a safe point
             handoffs = _plan_handoffs(engine, ctx, batch)
             if not dry_run:
                 _execute(engine, ctx, handoffs, pending, last=i + 1 == len(batches))
@@ -279,10 +281,33 @@ def _plan_handoffs(engine: Engine, ctx: CycleContext, batch: Sequence[Assignment
 
 
 def _recover_intents(engine: Engine, ctx: CycleContext) -> None:
-    """Tasks a crashed run meant to write: found in the CRM if written, else written now."""
+    """Handoffs a stopped or crashed run did not finish: their tasks found in the CRM if
+    written, else written now; then, like any handoff, the people's stage and status."""
     recovered = engine.state.open_intents()
-    if recovered:
-        _write_tasks(engine, ctx, recovered, {(e.key, e.crm) for e in recovered})
+    if not recovered:
+        return
+    written: list[tuple[str, str, str]] = []
+    done = _write_tasks(engine, ctx, recovered, {(e.key, e.crm) for e in recovered}, written)
+    keys = sorted({e.person_key for e in recovered if e.key in done})
+    engine.load_profiles(ctx, keys)
+    reps = {r.email: r for r in engine.mapping.reps.reps}
+    handoffs: dict[str, PlannedHandoff] = {}
+    for e in recovered:
+        prof, q, rep = (
+            ctx.profiles.get(e.person_key),
+            ctx.qualifications.get(e.person_key),
+            reps.get(e.rep_email),
+        )
+        if e.key in done and e.key not in handoffs and prof is not None and q is not None and rep is not None:
+            brief = engine.brief_for(ctx, e.person_key, rep)
+            handoffs[e.key] = PlannedHandoff(
+                e.key, e.episode, prof, rep, "recovered", q, brief, engine.task_crms(rep)
+            )
+    _apply_writes(engine, ctx, _handoff_writes(engine, ctx, list(handoffs.values()), done))
+    engine.state.dequeue(keys)
+    engine.state.record_stages(dict.fromkeys(keys, "sql"), ctx.now)
+    engine.state.confirm_many(written, ctx.now)
+    engine.forget(ctx, keys)
 
 
 @dataclass
@@ -292,6 +317,7 @@ class _Pending:
     entries: list[LedgerEntry] = field(default_factory=list)
     handoffs: dict[str, PlannedHandoff] = field(default_factory=dict)
     done: set[str] = field(default_factory=set)
+    written: list[tuple[str, str, str]] = field(default_factory=list)  # to confirm once finished
 
 
 def _execute(
@@ -315,7 +341,7 @@ def _execute(
         now += mine if last else mine[: len(mine) - len(mine) % conn.task_page]
     written = {(e.key, e.crm) for e in now}
     pending.entries = [e for e in pending.entries if (e.key, e.crm) not in written]
-    pending.done |= _write_tasks(engine, ctx, now, set())
+    pending.done |= _write_tasks(engine, ctx, now, set(), pending.written)
     waiting = {e.key for e in pending.entries}
     finished = [h for k, h in pending.handoffs.items() if k not in waiting]
     for h in finished:
@@ -324,6 +350,9 @@ def _execute(
     handed = sorted({h.profile.key for h in finished if h.key in pending.done})
     state.dequeue(handed)
     state.record_stages(dict.fromkeys(handed, "sql"), ctx.now)
+    ended = {h.key for h in finished}
+    state.confirm_many([w for w in pending.written if w[0] in ended], ctx.now)  # the handoffs are complete
+    pending.written = [w for w in pending.written if w[0] not in ended]
 
 
 def _nurture(engine: Engine, ctx: CycleContext, plan: HandoffPlan, deferred: Sequence[str]) -> None:
@@ -469,9 +498,18 @@ def _task(entry: LedgerEntry) -> TaskRequest:
 
 
 def _write_tasks(
-    engine: Engine, ctx: CycleContext, entries: Sequence[LedgerEntry], maybe_written: set[tuple[str, str]]
+    engine: Engine,
+    ctx: CycleContext,
+    entries: Sequence[LedgerEntry],
+    maybe_written: set[tuple[str, str]],
+    written: list[tuple[str, str, str]],
 ) -> set[str]:
-    """Write every intent's task exactly once; returns the handoff keys now done."""
+    """Write every intent's task exactly once; returns the handoff keys now done.
+
+    The tasks written (or found) go to ``written`` as (key, CRM, task id): the caller
+    confirms them in the ledger once the people are marked handed off, so a stop or
+    crash in between leaves open intents, which the next run finishes.
+    """
     done: set[str] = set()
     for crm, conn in engine.connectors.items():
         mine = [e for e in entries if e.crm == crm]
@@ -479,13 +517,13 @@ def _write_tasks(
             continue
         check = [e.key for e in mine if (e.key, e.crm) in maybe_written]
         existing = conn.find_tasks(check) if check else {}
-        engine.state.confirm_many([(key, crm, task_id) for key, task_id in existing.items()], ctx.now)
+        written += [(key, crm, task_id) for key, task_id in existing.items()]
         for key in existing:
             ctx.count("tasks_existing", crm)
             done.add(key)
         todo = [_task(e) for e in mine if e.key not in existing]
         results = conn.write_tasks(todo) if todo else []
-        engine.state.confirm_many([(r.key, crm, r.crm_id) for r in results if r.ok and r.crm_id], ctx.now)
+        written += [(r.key, crm, r.crm_id) for r in results if r.ok and r.crm_id]
         for res in results:
             if res.ok and res.crm_id:
                 ctx.count("tasks_created" if res.created is not False else "tasks_existing", crm)

@@ -127,6 +127,11 @@ def test_kill_mid_batch_then_rerun_exactly_one_task_each(crms, tmp_path, crm, me
     leads = crms.salesforce().query("SELECT HubSpot_Contact_Id__c FROM Lead")["records"]
     assert len(leads) == len({r["HubSpot_Contact_Id__c"] for r in leads}) == 6
     assert summary["errors"] == []
+    statuses = Counter(
+        c.properties.get("crm_handoff_status")
+        for c in crms.hubspot().crm.contacts.get_all(properties=["crm_handoff_status"])
+    )  # what reps and marketers see: the handed-off as handed off, only the overflow waiting
+    assert statuses == {"handed off": 11, "waiting: rep capacity": 3}, statuses
 
 
 def test_kill_before_a_chunks_person_writes_then_rerun_writes_them(crms, tmp_path):
