@@ -127,8 +127,8 @@ class CycleContext:
     pending_queue: list[tuple[str, int, dict[str, Any], str, datetime]] = field(default_factory=list)
     pulls: dict[str, PeoplePull] = field(default_factory=dict)
     activities_pending: set[str] = field(default_factory=set)  # CRMs whose activity is still coming
-    early: dict[str, set[str]] = field(default_factory=dict)  # people scored meanwhile (and emails)
-    late_touched: dict[str, set[str]] = field(default_factory=dict)  # whom that activity concerns
+    early: set[str] = field(default_factory=set)  # CRMs whose people were scored meanwhile
+    late_emails: set[str] = field(default_factory=set)  # whom that activity concerns, by email
     errors: list[dict[str, str]] = field(default_factory=list)
     stopped: str | None = None
     should_stop: Callable[[], str | None] | None = None
@@ -370,10 +370,9 @@ class Engine:
         self._keep_late(ctx, pull.take())
 
     def _keep_late(self, ctx: CycleContext, batch: Sequence[Activity]) -> None:
-        for act in batch:  # whom activity arriving after processing began touched
-            ref = act.person_id or (act.email or "").lower()
-            if ref:
-                ctx.late_touched.setdefault(act.crm if act.person_id else "email", set()).add(ref)
+        # Activity arriving after processing began: its own CRM's people come later (after
+        # ``finish_activities``), so only the emails can point at people scored meanwhile.
+        ctx.late_emails.update(a.email.lower() for a in batch if a.email and not a.person_id)
         if batch:
             self._keep_activities(ctx, batch)
 
@@ -394,10 +393,13 @@ class Engine:
 
     def _keep_activities(self, ctx: CycleContext, batch: Sequence[Activity]) -> None:
         ctx.pulled_activities += len(batch)
-        for act in batch:
-            ref = act.person_id or (act.email or "").lower()
-            if ref:
-                ctx.touched.setdefault(act.crm if act.person_id else "email", set()).add(ref)
+        incremental = {crm for crm, pull in ctx.pulls.items() if pull.since is not None}
+        every = incremental == set(self.connectors)
+        for act in batch:  # whom new activity touched, where a pass may not pull them (``touched_people``)
+            if act.person_id and act.crm in incremental:
+                ctx.touched.setdefault(act.crm, set()).add(act.person_id)
+            elif act.email and not act.person_id and every:
+                ctx.touched.setdefault("email", set()).add(act.email.lower())
         if ctx.dry_run:
             ctx.fresh_activities += batch
         elif batch:
@@ -469,8 +471,7 @@ class Engine:
             if people:
                 on_chunk(people, fresh=True)
                 if ctx.activities_pending:  # scored before all activity was in: see ``early_touched``
-                    ctx.early.setdefault(crm, set()).update(p.id for p in people)
-                    ctx.early.setdefault("email", set()).update(p.email.lower() for p in people if p.email)
+                    ctx.early.add(crm)
             if last.alive is not None and on_reconcile is not None:
                 on_reconcile(crm, last.alive)
             if ctx.dry_run:
@@ -504,18 +505,16 @@ class Engine:
         return changed
 
     def early_touched(self, ctx: CycleContext) -> Iterator[list[Person]]:
-        """People scored before a background activity pull was in, whom it touched: they
-        are scored again, a chunk at a time."""
-        late = ctx.late_touched
-        refs = {crm: ctx.early.get(crm, set()) & late.get(crm, set()) for crm in self.connectors}
-        emails = sorted(ctx.early.get("email", set()) & late.get("email", set()))
-        for part in chunked(emails, CHUNK):
+        """People scored before a background activity pull was in, whom it touched (by
+        email): they are scored again, a chunk at a time."""
+        refs: dict[str, set[str]] = {crm: set() for crm in ctx.early}
+        for part in chunked(sorted(ctx.late_emails), CHUNK):
             for ident in self.state.identities_for([], [], part):
                 for crm, pid in (("hubspot", ident.hubspot_id), ("salesforce", ident.salesforce_id)):
-                    if pid and pid in ctx.early.get(crm, set()):
-                        refs[crm].add(pid)
+                    if pid and crm in refs and (crm not in ctx.seen or pid in ctx.seen[crm]):
+                        refs[crm].add(pid)  # pulled this cycle (the rest: ``touched_people``)
         ctx.early.clear()
-        ctx.late_touched.clear()
+        ctx.late_emails.clear()
         for crm, ids in refs.items():
             for chunk in chunked(sorted(ids), CHUNK):
                 yield self.state.people_by_ids(crm, chunk)
