@@ -303,11 +303,24 @@ def _recover_intents(engine: Engine, ctx: CycleContext) -> None:
             handoffs[e.key] = PlannedHandoff(
                 e.key, e.episode, prof, rep, "recovered", q, brief, engine.task_crms(rep)
             )
-    _apply_writes(engine, ctx, _handoff_writes(engine, ctx, list(handoffs.values()), done))
-    engine.state.dequeue(keys)
-    engine.state.record_stages(dict.fromkeys(keys, "sql"), ctx.now)
-    engine.state.confirm_many(written, ctx.now)
+    _complete(engine, ctx, list(handoffs.values()), done, keys, written)
     engine.forget(ctx, keys)
+
+
+def _complete(
+    engine: Engine,
+    ctx: CycleContext,
+    handoffs: Sequence[PlannedHandoff],
+    done: set[str],
+    handed: Sequence[str],
+    written: Sequence[tuple[str, str, str]],
+) -> None:
+    """The people of handoffs whose tasks exist: stage and status written, out of the
+    queue; only then are the tasks confirmed in the ledger (the handoffs are complete)."""
+    _apply_writes(engine, ctx, _handoff_writes(engine, ctx, handoffs, done))
+    engine.state.dequeue(handed)
+    engine.state.record_stages(dict.fromkeys(handed, "sql"), ctx.now)
+    engine.state.confirm_many(written, ctx.now)
 
 
 @dataclass
@@ -346,12 +359,9 @@ def _execute(
     finished = [h for k, h in pending.handoffs.items() if k not in waiting]
     for h in finished:
         del pending.handoffs[h.key]
-    _apply_writes(engine, ctx, _handoff_writes(engine, ctx, finished, pending.done))
     handed = sorted({h.profile.key for h in finished if h.key in pending.done})
-    state.dequeue(handed)
-    state.record_stages(dict.fromkeys(handed, "sql"), ctx.now)
     ended = {h.key for h in finished}
-    state.confirm_many([w for w in pending.written if w[0] in ended], ctx.now)  # the handoffs are complete
+    _complete(engine, ctx, finished, pending.done, handed, [w for w in pending.written if w[0] in ended])
     pending.written = [w for w in pending.written if w[0] not in ended]
 
 

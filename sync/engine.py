@@ -508,11 +508,9 @@ class Engine:
         """People scored before a background activity pull was in, whom it touched (by
         email): they are scored again, a chunk at a time."""
         refs: dict[str, set[str]] = {crm: set() for crm in ctx.early}
-        for part in chunked(sorted(ctx.late_emails), CHUNK):
-            for ident in self.state.identities_for([], [], part):
-                for crm, pid in (("hubspot", ident.hubspot_id), ("salesforce", ident.salesforce_id)):
-                    if pid and crm in refs and (crm not in ctx.seen or pid in ctx.seen[crm]):
-                        refs[crm].add(pid)  # pulled this cycle (the rest: ``touched_people``)
+        for crm, pid in self._ids_by_email(ctx.late_emails):
+            if crm in refs and (crm not in ctx.seen or pid in ctx.seen[crm]):
+                refs[crm].add(pid)  # pulled this cycle (the rest: ``touched_people``)
         ctx.early.clear()
         ctx.late_emails.clear()
         for crm, ids in refs.items():
@@ -527,13 +525,22 @@ class Engine:
                 continue  # a full pass saw everyone
             ids = sorted(ctx.touched.get(crm, set()) - ctx.seen[crm])
             out += self.state.people_by_ids(crm, ids)
-        emails = sorted(ctx.touched.get("email", set()))
-        if emails and all(crm in ctx.seen for crm in self.connectors):
-            for ident in self.state.identities_for([], [], emails):
-                for crm, pid in (("hubspot", ident.hubspot_id), ("salesforce", ident.salesforce_id)):
-                    if pid and crm in ctx.seen and pid not in ctx.seen[crm]:
-                        out += self.state.people_by_ids(crm, [pid])
+        if all(crm in ctx.seen for crm in self.connectors):
+            by_crm: dict[str, set[str]] = {}
+            for crm, pid in self._ids_by_email(ctx.touched.get("email", set())):
+                if crm in ctx.seen and pid not in ctx.seen[crm]:
+                    by_crm.setdefault(crm, set()).add(pid)
+            for crm, pids in by_crm.items():
+                out += self.state.people_by_ids(crm, sorted(pids))
         return out
+
+    def _ids_by_email(self, emails: set[str]) -> Iterator[tuple[str, str]]:
+        """(CRM, id) of every mirrored identity with one of ``emails``."""
+        for part in chunked(sorted(emails), CHUNK):
+            for ident in self.state.identities_for([], [], part):
+                for crm, pid in (("hubspot", ident.hubspot_id), ("salesforce", ident.salesforce_id)):
+                    if pid:
+                        yield crm, pid
 
     def profiles_for(self, ctx: CycleContext, people: Sequence[Person]) -> dict[str, Profile]:
         """Merge people with their counterparts from the mirror, then stage and score them."""
