@@ -1,6 +1,7 @@
 """HubSpot sandbox: a Werkzeug WSGI app speaking HubSpot's REST wire formats.
 
-Serves the subset of the CRM v3/v4, Events v3 and legacy email-events APIs that the
+Serves the subset of the CRM v3/v4, Events v3 and legacy email-events APIs (and their
+date-versioned 2026-03 / 2026-09 paths, exactly as the published specs list them) that the
 connector uses, on top of a :class:`~connectors.hubspot.sandbox.store.HubSpotStore`.
 Point the official SDK at it with ``HubSpot(access_token=token, host=base_url)``.
 Admin endpoints under ``/__sandbox/`` (no auth, not counted) let other processes steer it.
@@ -27,9 +28,9 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from connectors.hubspot.paths import unroute
 from connectors.hubspot.sandbox.faults import Faults, Injected
 from connectors.hubspot.sandbox.store import (
+    ASSOCIATION_PAGE,
     JSON,
     SINGULAR,
     HubSpotError,
@@ -46,8 +47,11 @@ from connectors.sandbox_server import RunningServer, serve
 
 logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
-BATCH_LIMIT = 100
-ASSOCIATION_BATCH_LIMIT = 1000
+BATCH_LIMIT = 100  # object batch endpoints: more inputs is a 400
+ASSOCIATION_BATCH_LIMIT = 1000  # v4 association batch read: more inputs is a 400
+ASSOCIATION_CREATE_LIMIT = 2000  # v4 association batch create: more inputs is a 400
+LIST_LIMIT = 100  # object list pages: a larger limit is served as 100
+OWNERS_LIMIT = 500  # owners pages: a larger limit is served as 500
 AUTH_MESSAGE = (
     "Authentication credentials not found. This API supports OAuth 2.0 authentication and you "
     "can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview"
@@ -63,37 +67,56 @@ _FAULT_BODIES = {
 }
 
 
-def _rules() -> list[Rule]:
-    obj = "/crm/v3/objects/<objectType>"
-    props = "/crm/v3/properties/<objectType>"
-    assoc = "/crm/v4/objects/<fromObjectType>/<fromObjectId>/associations"
-    table: list[tuple[str, str, str]] = [
-        ("GET", "/crm/v3/owners/", "owners"),
-        ("GET", "/crm/v3/owners/<ownerId>", "owner"),
+#: Date versions HubSpot publishes specs for: the sandbox serves exactly these.
+SPEC_VERSIONS = ("2026-03", "2026-09")
+_V = "<any(" + ",".join(f'"{v}"' for v in SPEC_VERSIONS) + "):version>"
+
+
+def _object_rules(obj: str) -> list[tuple[str, str, str]]:
+    return [
         ("GET", obj, "list_objects"),
         ("POST", obj, "create_object"),
         ("GET", f"{obj}/<objectId>", "get_object"),
         ("PATCH", f"{obj}/<objectId>", "update_object"),
         ("DELETE", f"{obj}/<objectId>", "archive_object"),
         ("POST", f"{obj}/search", "search"),
-        ("POST", f"{obj}/batch/read", "batch_read"),
-        ("POST", f"{obj}/batch/create", "batch_create"),
-        ("POST", f"{obj}/batch/update", "batch_update"),
-        ("POST", f"{obj}/batch/upsert", "batch_upsert"),
-        ("POST", f"{obj}/batch/archive", "batch_archive"),
-        ("POST", "/crm/v3/objects/contacts/merge", "merge"),
-        ("POST", "/crm/v4/associations/<fromObjectType>/<toObjectType>/batch/read", "assoc_read"),
-        ("GET", f"{assoc}/<toObjectType>", "assoc_list"),
-        ("PUT", f"{assoc}/default/<toObjectType>/<toObjectId>", "assoc_default"),
-        ("GET", props, "properties"),
-        ("POST", props, "create_property"),
-        ("POST", f"{props}/batch/create", "create_properties"),
-        ("GET", f"{props}/groups", "groups"),
-        ("POST", f"{props}/groups", "create_group"),
-        ("GET", f"{props}/<propertyName>", "property"),
-        ("GET", "/events/v3/events/", "events"),
-        ("GET", "/email/public/v1/events", "email_events"),
+        *(
+            ("POST", f"{obj}/batch/{op}", f"batch_{op}")
+            for op in ("read", "create", "update", "upsert", "archive")
+        ),
     ]
+
+
+def _rules() -> list[Rule]:
+    """Every path served: the SDK's v3/v4 paths, and the date-versioned paths exactly as
+    HubSpot's published specs (2026-03, 2026-09) list them. Anything else is a 404."""
+    table: list[tuple[str, str, str]] = []
+    for objects, associations, properties, owners, events in (
+        ("/crm/v3/objects", "/crm/v4/associations", "/crm/v3/properties", "/crm/v3/owners", "/events/v3/events"),
+        (f"/crm/objects/{_V}", f"/crm/associations/{_V}", f"/crm/properties/{_V}", f"/crm/owners/{_V}",
+         f"/events/event-occurrences/{_V}"),
+    ):  # fmt: skip
+        per_record = ("/crm/v4/objects" if objects.startswith("/crm/v3") else objects) + "/<fromObjectType>"
+        per_record += "/<fromObjectId>/associations"
+        props = f"{properties}/<objectType>"
+        table += _object_rules(f"{objects}/<objectType>")
+        table += [
+            ("POST", f"{objects}/contacts/merge", "merge"),
+            ("POST", f"{associations}/<fromObjectType>/<toObjectType>/batch/read", "assoc_read"),
+            ("POST", f"{associations}/<fromObjectType>/<toObjectType>/batch/associate/default", "assoc_batch_default"),
+            ("GET", f"{per_record}/<toObjectType>", "assoc_list"),
+            ("PUT", f"{per_record}/default/<toObjectType>/<toObjectId>", "assoc_default"),
+            ("GET", props, "properties"),
+            ("POST", props, "create_property"),
+            ("POST", f"{props}/batch/create", "create_properties"),
+            ("GET", f"{props}/groups", "groups"),
+            ("POST", f"{props}/groups", "create_group"),
+            ("GET", f"{props}/<propertyName>", "property"),
+            ("GET", owners, "owners"),
+            ("GET", f"{owners}/<ownerId>", "owner"),
+            ("GET", events, "events"),
+        ]  # fmt: skip
+    table.append(("GET", "/email/public/v1/events", "email_events"))  # legacy v1: no date version
     return [Rule(path, methods=[method], endpoint=name) for method, path, name in table]
 
 
@@ -339,7 +362,6 @@ class HubSpotSandbox:
         return self._running.url
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        environ["PATH_INFO"] = unroute(environ.get("PATH_INFO", ""))  # date-versioned paths too
         request = Request(environ)
         response = self.dispatch(request)
         return response(environ, start_response)
@@ -356,12 +378,13 @@ class HubSpotSandbox:
             return self._oauth_token(request)
         adapter = self.url_map.bind_to_environ(request.environ)
         try:
-            rule, args = adapter.match(return_rule=True)
+            rule, matched = adapter.match(return_rule=True)
         except NotFound:
             return error_response(HubSpotError(404, "OBJECT_NOT_FOUND", f"Not found: {request.path}"))
         except MethodNotAllowed:
             return error_response(HubSpotError(405, "METHOD_NOT_ALLOWED", f"{request.method} not allowed"))
-        number = self._count(request.method, rule.rule, args)
+        args = {k: v for k, v in matched.items() if k != "version"}
+        number = self._count(request.method, request.path.rstrip("/"), rule.rule, args)
         search = rule.endpoint == "search"
         refused = self._refuse(request, number, search)
         if refused is not None:
@@ -377,14 +400,12 @@ class HubSpotSandbox:
         response.headers.extend(admission.headers)
         return response
 
-    def _count(self, method: str, template: str, args: Mapping[str, Any]) -> int:
-        key = template
-        for name, value in args.items():
-            placeholder = f"<{name}>"
-            key = key.replace(
-                placeholder,
-                value if "ObjectType" in name or name == "objectType" else "{" + name + "}",
-            )
+    def _count(self, method: str, path: str, template: str, args: Mapping[str, Any]) -> int:
+        """Count a call as ``METHOD /path`` with record ids, names and values as ``{name}``."""
+        ids = {
+            f"/{v}": "/{" + n + "}" for n, v in args.items() if not ("ObjectType" in n or n == "objectType")
+        }
+        key = "/".join(ids.get(f"/{part}", part) for part in path.split("/")) if ids else path
         with self._lock:
             self.calls[f"{method} {key}"] += 1
             self._call_number += 1
@@ -500,7 +521,7 @@ class HubSpotSandbox:
 
     def _owners(self, request: Request) -> Response:
         owners = self.store.owners(_bool_param(request, "archived"), request.args.get("email"))
-        limit = _int_param(request, "limit", 100, 500)
+        limit = _int_param(request, "limit", 100, OWNERS_LIMIT)
         start = int(request.args["after"]) if request.args.get("after", "").isdigit() else 0
         page = owners[start : start + limit]
         after = str(start + limit) if start + limit < len(owners) else None
@@ -519,7 +540,7 @@ class HubSpotSandbox:
         results, after = self.store.page(
             objectType,
             request.args.get("after"),
-            _int_param(request, "limit", 10, 100),
+            _int_param(request, "limit", 10, LIST_LIMIT),
             _list_param(request, "properties") or None,
             _list_param(request, "propertiesWithHistory"),
             _bool_param(request, "archived"),
@@ -650,8 +671,10 @@ class HubSpotSandbox:
 
     def _assoc_read(self, request: Request, fromObjectType: str, toObjectType: str) -> Response:
         started = iso(self.store.now_ms())
-        ids = [str(i.get("id", "")) for i in _inputs(_body(request), ASSOCIATION_BATCH_LIMIT)]
-        results, empty = self.store.association_page(fromObjectType, toObjectType, ids)
+        inputs = _inputs(_body(request), ASSOCIATION_BATCH_LIMIT)
+        ids = [str(i.get("id", "")) for i in inputs]
+        afters = {str(i.get("id", "")): str(i["after"]) for i in inputs if i.get("after")}
+        results, empty = self.store.association_page(fromObjectType, toObjectType, ids, afters)
         out: JSON = {"status": "COMPLETE", "results": results, "startedAt": started}
         a, b = SINGULAR[object_type_name(fromObjectType)], SINGULAR[object_type_name(toObjectType)]
         errors = [
@@ -672,9 +695,12 @@ class HubSpotSandbox:
     def _assoc_list(
         self, request: Request, fromObjectType: str, fromObjectId: str, toObjectType: str
     ) -> Response:
-        results, _ = self.store.association_page(fromObjectType, toObjectType, [fromObjectId])
+        limit = _int_param(request, "limit", ASSOCIATION_PAGE, ASSOCIATION_PAGE)
+        after = {fromObjectId: request.args["after"]} if request.args.get("after") else None
+        results, _ = self.store.association_page(fromObjectType, toObjectType, [fromObjectId], after, limit)
         rows = results[0]["to"] if results else []
-        return json_response({"results": rows})
+        nxt = ((results[0].get("paging") or {}).get("next") or {}).get("after") if results else None
+        return json_response({"results": rows, **_paging(request, nxt)})
 
     def _assoc_default(
         self,
@@ -684,7 +710,7 @@ class HubSpotSandbox:
         toObjectType: str,
         toObjectId: str,
     ) -> Response:
-        self.store.associate(fromObjectType, fromObjectId, toObjectType, toObjectId)
+        self.store.associate_api(fromObjectType, fromObjectId, toObjectType, toObjectId)
         kinds = self.store.associations(fromObjectType, fromObjectId, toObjectType)
         result = {
             "from": {"id": fromObjectId},
@@ -698,6 +724,26 @@ class HubSpotSandbox:
         return json_response(
             {"status": "COMPLETE", "results": [result], "startedAt": now, "completedAt": now}
         )
+
+    def _assoc_batch_default(self, request: Request, fromObjectType: str, toObjectType: str) -> Response:
+        started = iso(self.store.now_ms())
+        results, errors = [], []
+        for item in _inputs(_body(request), ASSOCIATION_CREATE_LIMIT):
+            frm = str((item.get("from") or {}).get("id", ""))
+            to = str((item.get("to") or {}).get("id", ""))
+            try:
+                self.store.associate_api(fromObjectType, frm, toObjectType, to)
+            except HubSpotError as err:
+                errors.append(err.body())
+                continue
+            type_id = self.store.associations(fromObjectType, frm, toObjectType)[to]
+            results.append({"from": {"id": frm}, "to": {"id": to},
+                            "associationSpec": {"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": type_id}})  # fmt: skip
+        out: JSON = {"status": "COMPLETE", "results": results, "startedAt": started}
+        if errors:
+            out |= {"numErrors": len(errors), "errors": errors}
+        out["completedAt"] = iso(self.store.now_ms())
+        return json_response(out, 207 if errors else 200)
 
     # ----------------------------------------------------------------- properties
 

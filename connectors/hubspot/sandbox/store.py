@@ -50,11 +50,13 @@ TASK_STATUSES = ("NOT_STARTED", "IN_PROGRESS", "WAITING", "COMPLETED", "DEFERRED
 TASK_PRIORITIES = ("LOW", "MEDIUM", "HIGH")
 TASK_TYPES = ("EMAIL", "CALL", "TODO")
 ENGAGEMENT_TYPES = ("meetings", "calls", "notes", "emails")
-OBJECT_TYPES = ("contacts", "tasks", *ENGAGEMENT_TYPES)
+#: Activities that move a contact's "Last Activity Date" (``notes_last_updated``).
+ACTIVITY_TYPES = ENGAGEMENT_TYPES
+OBJECT_TYPES = ("contacts", "companies", "deals", "tasks", *ENGAGEMENT_TYPES)
 SINGULAR = {"contacts": "contact", "tasks": "task", "meetings": "meeting", "calls": "call"}
-SINGULAR |= {"notes": "note", "emails": "email"}
+SINGULAR |= {"notes": "note", "emails": "email", "companies": "company", "deals": "deal"}
 _ALIASES = {"0-1": "contacts", "0-27": "tasks", "0-47": "meetings", "0-48": "calls"}
-_ALIASES |= {"0-46": "notes", "0-49": "emails"}
+_ALIASES |= {"0-46": "notes", "0-49": "emails", "0-2": "companies", "0-3": "deals"}
 _ALIASES |= {singular: plural for plural, singular in SINGULAR.items()}
 
 #: HubSpot-defined association type ids, by (from, to) object type.
@@ -69,7 +71,23 @@ ASSOCIATION_TYPES: dict[tuple[str, str], int] = {
     ("contacts", "emails"): 197,
     ("calls", "contacts"): 194,
     ("contacts", "calls"): 193,
+    ("contacts", "companies"): 279,
+    ("companies", "contacts"): 280,
+    ("deals", "contacts"): 3,
+    ("contacts", "deals"): 4,
+    ("deals", "companies"): 341,
+    ("companies", "deals"): 342,
 }
+#: HUBSPOT_DEFINED "Primary" association type ids: (from, to) -> id. The primary company
+#: of a contact (or deal) is also a plain association (279 / 341).
+PRIMARY_TYPES: dict[tuple[str, str], int] = {
+    ("contacts", "companies"): 1,
+    ("companies", "contacts"): 2,
+    ("deals", "companies"): 5,
+    ("companies", "deals"): 6,
+}
+#: Association reads return at most this many associated records per object a page.
+ASSOCIATION_PAGE = 500
 
 SEARCH_MAX_GROUPS, SEARCH_MAX_FILTERS, SEARCH_MAX_TOTAL_FILTERS = 5, 6, 18
 SEARCH_MAX_RESULTS = 10_000
@@ -84,7 +102,30 @@ _CONTACT_DEFAULTS = (
     "lastmodifieddate",
     "lastname",
 )
-_SEARCHABLE = ("email", "firstname", "lastname", "phone", "company", "hs_task_subject")
+_SEARCHABLE: tuple[str, ...] = (
+    "email",
+    "firstname",
+    "lastname",
+    "phone",
+    "company",
+    "hs_task_subject",
+    "name",
+    "domain",
+)
+_SEARCHABLE += ("dealname",)
+_COMPANY_DEFAULTS = ("createdate", "domain", "hs_lastmodifieddate", "hs_object_id", "name")
+_DEAL_DEFAULTS: tuple[str, ...] = ("amount", "closedate", "createdate", "dealname", "dealstage")
+_DEAL_DEFAULTS += ("hs_lastmodifieddate", "hs_object_id", "pipeline")
+#: The default sales pipeline's stages (internal value, label, won?, closed?).
+DEAL_STAGES = (
+    ("appointmentscheduled", "Appointment Scheduled", False, False),
+    ("qualifiedtobuy", "Qualified To Buy", False, False),
+    ("presentationscheduled", "Presentation Scheduled", False, False),
+    ("decisionmakerboughtin", "Decision Maker Bought-In", False, False),
+    ("contractsent", "Contract Sent", False, False),
+    ("closedwon", "Closed Won", True, True),
+    ("closedlost", "Closed Lost", False, True),
+)
 
 
 # --------------------------------------------------------------------------- errors
@@ -269,11 +310,73 @@ def _contact_defs() -> list[JSON]:
         property_def("hs_lead_status", "Lead Status", g, "enumeration", "radio", _enum(LEAD_STATUSES)),
         property_def("hs_merged_object_ids", "Merged Record IDs", g, read_only=True),
         property_def("notes_last_updated", "Last Activity Date", g, "datetime", "date", read_only=True),
+        property_def("associatedcompanyid", "Primary Associated Company ID", g, "number", "number"),
     ]
     for stage, label in zip(LIFECYCLE_STAGES, _STAGE_LABELS, strict=True):
         name = f"hs_lifecyclestage_{stage}_date"
         defs.append(property_def(name, f"Became a {label} Date", g, "datetime", "date", read_only=True))
     return defs
+
+
+def _company_defs() -> list[JSON]:
+    g = "companyinformation"
+    defs = _common_defs(g, "createdate", "hs_lastmodifieddate")
+    texts = ("name", "domain", "website", "industry", "country", "city", "phone")
+    labels = (
+        "Company name",
+        "Company Domain Name",
+        "Website URL",
+        "Industry",
+        "Country/Region",
+        "City",
+        "Phone Number",
+    )
+    defs += [property_def(n, lab, g) for n, lab in zip(texts, labels, strict=True)]
+    defs += [
+        property_def("numberofemployees", "Number of Employees", g, "number", "number"),
+        property_def("annualrevenue", "Annual Revenue", g, "number", "number"),
+        property_def(
+            "lifecyclestage",
+            "Lifecycle Stage",
+            g,
+            "enumeration",
+            "radio",
+            _enum(LIFECYCLE_STAGES, _STAGE_LABELS),
+        ),
+        property_def(
+            "num_associated_contacts", "Number of Associated Contacts", g, "number", "number", read_only=True
+        ),
+    ]
+    return defs
+
+
+def _deal_defs() -> list[JSON]:
+    g = "dealinformation"
+    defs = _common_defs(g, "createdate", "hs_lastmodifieddate")
+    stages = [(v, lab) for v, lab, _, _ in DEAL_STAGES]
+    defs += [
+        property_def("dealname", "Deal Name", g),
+        property_def("amount", "Amount", g, "number", "number"),
+        property_def("closedate", "Close Date", g, "datetime", "date"),
+        property_def("dealstage", "Deal Stage", g, "enumeration", "radio", stages),
+        property_def("pipeline", "Pipeline", g, "enumeration", "select", [("default", "Sales Pipeline")]),
+        property_def(
+            "dealtype", "Deal Type", g, "enumeration", "select", _enum(("newbusiness", "existingbusiness"))
+        ),
+        property_def("hs_is_closed", "Is Deal Closed?", g, "bool", "booleancheckbox", read_only=True),
+        property_def("hs_is_closed_won", "Is Closed Won", g, "bool", "booleancheckbox", read_only=True),
+    ]
+    return defs
+
+
+def _table_defs(name: str) -> list[JSON]:
+    if name == "contacts":
+        return _contact_defs()
+    if name == "companies":
+        return _company_defs()
+    if name == "deals":
+        return _deal_defs()
+    return _engagement_defs(name)
 
 
 def _engagement_defs(object_type: str) -> list[JSON]:
@@ -394,12 +497,11 @@ class ObjectTable:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.created_prop = "createdate" if name == "contacts" else "hs_createdate"
+        self.created_prop = "createdate" if name in ("contacts", "companies", "deals") else "hs_createdate"
         self.updated_prop = "lastmodifieddate" if name == "contacts" else "hs_lastmodifieddate"
-        self.defaults: tuple[str, ...] = (
-            _CONTACT_DEFAULTS
-            if name == "contacts"
-            else (self.created_prop, self.updated_prop, "hs_object_id")
+        defaults = {"contacts": _CONTACT_DEFAULTS, "companies": _COMPANY_DEFAULTS, "deals": _DEAL_DEFAULTS}
+        self.defaults: tuple[str, ...] = defaults.get(
+            name, (self.created_prop, self.updated_prop, "hs_object_id")
         )
         self.always = (self.created_prop, self.updated_prop, "hs_object_id")
         self.records: dict[int, Record] = {}
@@ -408,7 +510,7 @@ class ObjectTable:
         self.modified = SortedKeys()
         self.unique: dict[str, dict[str, int]] = {}
         self.merged_into: dict[int, int] = {}
-        defs = _contact_defs() if name == "contacts" else _engagement_defs(name)
+        defs = _table_defs(name)
         self.properties: dict[str, JSON] = {d["name"]: d for d in defs}
         group = defs[0]["groupName"]
         self.groups: dict[str, JSON] = {
@@ -601,6 +703,8 @@ class HubSpotStore:
         self.tables: dict[str, ObjectTable] = {t: ObjectTable(t) for t in OBJECT_TYPES}
         self._owners: list[JSON] = []
         self._assoc: dict[tuple[str, str], dict[int, dict[int, int]]] = {}
+        #: (contacts|deals, companies) -> record id -> its primary company id
+        self._primary: dict[tuple[str, str], dict[int, int]] = {}
         self._events: list[tuple[int, int, str, str, int, dict[str, str]]] = []
         self._email_events: list[tuple[int, int, str, str, str, str | None]] = []
 
@@ -797,13 +901,28 @@ class HubSpotStore:
             )
             return event_id
 
-    def associate(self, from_type: str, from_id: str, to_type: str, to_id: str) -> None:
-        """Associate two objects with the HubSpot-defined type (both directions)."""
+    def associate(
+        self, from_type: str, from_id: str, to_type: str, to_id: str, *, primary: bool = False
+    ) -> None:
+        """Associate two objects with the HubSpot-defined type (both directions).
+
+        ``primary``: also the "Primary" type (a contact's or deal's primary company).
+        Seeding only: the contact's last-activity date is left alone (see ``add_engagement``).
+        """
         with self.lock:
             a, b = object_type_name(from_type), object_type_name(to_type)
             self._require(self.tables[a], from_id)
             self._require(self.tables[b], to_id)
-            self._link(a, int(from_id), b, int(to_id))
+            self._link(a, int(from_id), b, int(to_id), primary=primary)
+
+    def associate_api(self, from_type: str, from_id: str, to_type: str, to_id: str) -> None:
+        """An association made through the API: as ``associate``, plus what HubSpot
+        recalculates (an activity moves its contact's last-activity date)."""
+        with self.lock:
+            a, b = object_type_name(from_type), object_type_name(to_type)
+            rec_a, rec_b = self._require(self.tables[a], from_id), self._require(self.tables[b], to_id)
+            self._link(a, rec_a.id, b, rec_b.id)
+            self._logged(a, rec_a, b, rec_b.id, self.now_ms())
 
     # ----------------------------------------------------------------- inspection
 
@@ -941,6 +1060,9 @@ class HubSpotStore:
         """Insert a record; ``props`` must be normalised, interned and free of blanks."""
         if table.name == "contacts" and props.get("lifecyclestage"):
             props.update(self._stage_dates(props, at))
+        if table.name == "deals":
+            props.setdefault("pipeline", "default")
+            props.update({k: v for k, v in _deal_flags(props.get("dealstage")).items() if v is not None})
         rec = Record(self._new_id(), props, at)
         table.insert(rec)
         return rec
@@ -951,6 +1073,8 @@ class HubSpotStore:
         stage = changes.get("lifecyclestage")
         if table.name == "contacts" and stage and stage != rec.props.get("lifecyclestage"):
             changes = {**changes, **self._stage_dates({"lifecyclestage": stage}, at)}
+        if table.name == "deals" and "dealstage" in changes:
+            changes = {**changes, **_deal_flags(changes["dealstage"])}
         table.set_values(rec, {sys.intern(k): v for k, v in changes.items()}, at, source)
 
     @staticmethod
@@ -958,9 +1082,46 @@ class HubSpotStore:
         stage = props["lifecyclestage"]
         return {f"hs_lifecyclestage_{stage}_date": iso(at)} if stage in LIFECYCLE_STAGES else {}
 
-    def _link(self, a: str, a_id: int, b: str, b_id: int) -> None:
+    def _link(self, a: str, a_id: int, b: str, b_id: int, *, primary: bool = False) -> None:
+        if (a, b) not in ASSOCIATION_TYPES:
+            raise validation_error(
+                f"{SINGULAR[a]} to {SINGULAR[b]} is not a valid association",
+                sub_category="crm.associations.INVALID_OBJECT_TYPE",
+            )
         self._assoc.setdefault((a, b), {}).setdefault(a_id, {})[b_id] = ASSOCIATION_TYPES[(a, b)]
         self._assoc.setdefault((b, a), {}).setdefault(b_id, {})[a_id] = ASSOCIATION_TYPES[(b, a)]
+        if primary:
+            holder, company = ((a, a_id), b_id) if b == "companies" else ((b, b_id), a_id)
+            key = (holder[0], "companies")
+            if key not in PRIMARY_TYPES:
+                raise validation_error(f"{SINGULAR[a]} to {SINGULAR[b]} has no primary association type")
+            self._primary.setdefault(key, {})[holder[1]] = company
+            if holder[0] == "contacts":
+                rec = self.tables["contacts"].get(holder[1])
+                if rec is not None:
+                    self._apply(self.tables["contacts"], rec, {"associatedcompanyid": str(company)},
+                                self.now_ms(), "CALCULATED")  # fmt: skip
+
+    def _logged(self, a: str, rec: Record, b: str, b_id: int, now: int) -> None:
+        """An activity logged on a contact moves the contact's "Last Activity Date"
+        (``notes_last_updated``, to the activity's time if later) and so its
+        ``lastmodifieddate`` (to now), as HubSpot recalculates them."""
+        if a not in ACTIVITY_TYPES or b != "contacts":
+            return
+        contacts = self.tables["contacts"]
+        contact = contacts.get(b_id)
+        if contact is None:
+            return
+        at = parse_time(rec.props.get("hs_timestamp") or "") or now
+        current = parse_time(contact.props.get("notes_last_updated") or "")
+        if current is None or at > current:
+            self._apply(contacts, contact, {"notes_last_updated": iso(at)}, now, "CALCULATED")
+
+    def primary_company(self, object_type: str, object_id: str) -> str | None:
+        """The primary company id of a contact or deal, if it has one."""
+        with self.lock:
+            found = self._primary.get((object_type_name(object_type), "companies"), {}).get(int(object_id))
+            return None if found is None else str(found)
 
     def _move_associations(self, object_type: str, old: int, new: int) -> None:
         for (a, b), links in list(self._assoc.items()):
@@ -1129,8 +1290,12 @@ class HubSpotStore:
         if kind == "upsert" and rec is None and inp.id_property and inp.id_property != "hs_object_id":
             props.setdefault(inp.id_property, inp.id)
         changes = self._normalize(table, props, validate=True, current=rec)
-        if rec is None and table.name != "contacts" and not changes.get("hs_timestamp"):
+        if rec is None and table.name in ("tasks", *ENGAGEMENT_TYPES) and not changes.get("hs_timestamp"):
             raise property_error("hs_timestamp", "REQUIRED_PROPERTY", "hs_timestamp is required")
+        if rec is None and table.name == "deals":
+            for name in ("dealname", "dealstage"):
+                if not changes.get(name):
+                    raise property_error(name, "REQUIRED_PROPERTY", f"{name} is required to create a deal")
         self._check_unique(table, rec, changes, claims)
         return _Plan(inp, rec, changes, self._plan_links(table, inp.associations))
 
@@ -1163,7 +1328,11 @@ class HubSpotStore:
             for spec in assoc.get("types") or [{}]:
                 type_id = spec.get("associationTypeId")
                 target = next(
-                    (b for (a, b), t in ASSOCIATION_TYPES.items() if a == table.name and t == type_id),
+                    (
+                        b
+                        for (a, b), t in (*ASSOCIATION_TYPES.items(), *PRIMARY_TYPES.items())
+                        if a == table.name and t == type_id
+                    ),
                     None,
                 )
                 if target is None:
@@ -1187,8 +1356,11 @@ class HubSpotStore:
             rec = self._create(table, props, now)
         else:
             self._apply(table, rec, plan.changes, now, "API")
-        for target, to_id, _ in plan.links:
-            self._link(table.name, rec.id, target, to_id)
+        for target, to_id, type_id in plan.links:
+            self._link(
+                table.name, rec.id, target, to_id, primary=PRIMARY_TYPES.get((table.name, target)) == type_id
+            )
+            self._logged(table.name, rec, target, to_id, now)
         names = [n for n in plan.input.properties if n in table.properties]
         if plan.input.id_property and plan.input.id_property in table.properties:
             names.append(plan.input.id_property)
@@ -1266,34 +1438,61 @@ class HubSpotStore:
         return found[0]
 
     def association_page(
-        self, from_type: str, to_type: str, ids: Sequence[str]
+        self,
+        from_type: str,
+        to_type: str,
+        ids: Sequence[str],
+        afters: Mapping[str, str] | None = None,
+        limit: int = ASSOCIATION_PAGE,
     ) -> tuple[list[JSON], list[str]]:
-        """v4 batch read: results for ids with associations, and ids without any."""
+        """v4 association reads: per id up to ``limit`` associated records from its
+        ``after`` cursor (with ``paging.next.after`` when there are more), and the ids
+        without any association."""
         with self.lock:
             a, b = object_type_name(from_type), object_type_name(to_type)
             links = self._assoc.get((a, b), {})
+            primary = self._primary_of(a, b)
             results, empty = [], []
             for raw in ids:
                 targets = links.get(int(raw)) if str(raw).isdigit() else None
                 live = [(t, typ) for t, typ in sorted((targets or {}).items()) if self.tables[b].get(t)]
-                if not live:
+                cursor = (afters or {}).get(str(raw))
+                start = int(cursor) if cursor and cursor.isdigit() else 0
+                page = live[start : start + limit]
+                if not page:
                     empty.append(str(raw))
                     continue
-                results.append(
-                    {
-                        "from": {"id": str(raw)},
-                        "to": [
-                            {
-                                "toObjectId": t,
-                                "associationTypes": [
-                                    {"category": "HUBSPOT_DEFINED", "typeId": typ, "label": None}
-                                ],
-                            }
-                            for t, typ in live
-                        ],
-                    }
-                )
+                row: JSON = {
+                    "from": {"id": str(raw)},
+                    "to": [
+                        {"toObjectId": t, "associationTypes": self._types(a, b, int(raw), t, typ, primary)}
+                        for t, typ in page
+                    ],
+                }
+                if start + limit < len(live):
+                    row["paging"] = {"next": {"after": str(start + limit)}}
+                results.append(row)
             return results, empty
+
+    def _primary_of(self, a: str, b: str) -> dict[int, int] | None:
+        """record id -> primary company id, for ``a`` -> ``b`` reads that can show one."""
+        if b == "companies":
+            return self._primary.get((a, "companies"))
+        if a == "companies":
+            return self._primary.get((b, "companies"))
+        return None
+
+    @staticmethod
+    def _types(a: str, b: str, a_id: int, b_id: int, typ: int, primary: dict[int, int] | None) -> list[JSON]:
+        out = [{"category": "HUBSPOT_DEFINED", "typeId": typ, "label": None}]
+        is_primary = primary is not None and (
+            primary.get(a_id) == b_id if b == "companies" else primary.get(b_id) == a_id
+        )
+        if is_primary:
+            out.insert(
+                0, {"category": "HUBSPOT_DEFINED", "typeId": PRIMARY_TYPES[(a, b)], "label": "Primary"}
+            )
+        return out
 
     # ----------------------------------------------------------------- search
 
@@ -1426,6 +1625,9 @@ class HubSpotStore:
                     for frm, targets in links.items()
                     for to, typ in targets.items()
                 ],
+                "primary": [
+                    [a, frm, to] for (a, _), links in self._primary.items() for frm, to in links.items()
+                ],
                 "events": self._events,
                 "emailEvents": self._email_events,
             }
@@ -1455,6 +1657,8 @@ class HubSpotStore:
             _load_table(store.tables[name], dumped)
         for a, b, frm, to, typ in data["associations"]:
             store._assoc.setdefault((a, b), {}).setdefault(frm, {})[to] = typ
+        for a, frm, to in data.get("primary", []):
+            store._primary.setdefault((a, "companies"), {})[frm] = to
         store._events = [(m, s, i, t, o, p) for m, s, i, t, o, p in data["events"]]
         store._email_events = [(m, s, i, r, t, u) for m, s, i, r, t, u in data["emailEvents"]]
         return store
@@ -1483,6 +1687,14 @@ def _load_table(table: ObjectTable, dumped: JSON) -> None:
             if name in props:
                 index[table._unique_key(name, props[name])] = id_
     table.modified = SortedKeys(keys)
+
+
+def _deal_flags(stage: str | None) -> dict[str, str | None]:
+    """HubSpot's calculated ``hs_is_closed`` / ``hs_is_closed_won`` for a deal stage."""
+    for value, _, won, closed in DEAL_STAGES:
+        if value == stage:
+            return {"hs_is_closed": str(closed).lower(), "hs_is_closed_won": str(won).lower()}
+    return {"hs_is_closed": None, "hs_is_closed_won": None}
 
 
 def _seed_props(table: ObjectTable, properties: dict[str, Any]) -> dict[str, str]:

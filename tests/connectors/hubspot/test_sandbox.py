@@ -438,7 +438,7 @@ def test_injected_429_carries_policy_and_retry_after(sandbox: HubSpotSandbox, cl
     client.crm.owners.owners_api.get_page()  # call 3 passes
     client.crm.owners.owners_api.get_page()  # call 4 gets a 429 that urllib3 retries (call 5)
     calls = requests.get(f"{sandbox.base_url}/__sandbox/calls", timeout=5).json()
-    assert calls == {"POST /crm/v3/objects/contacts/search": 2, "GET /crm/v3/owners/": 3}
+    assert calls == {"POST /crm/v3/objects/contacts/search": 2, "GET /crm/v3/owners": 3}
     assert sandbox.calls == calls
 
 
