@@ -10,7 +10,7 @@ import math
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from sync.records import ACTIVITY_KINDS
 
@@ -301,6 +301,18 @@ class Handoff(Versioned):
     recent_activity_limit: int = Field(5, ge=0, le=50)
     set_owner: bool = True
     content_library: tuple[ContentAsset, ...] = ()
+    # key -> (file, line of the template's first line); set by the loader
+    _template_origin: dict[str, tuple[str, int]] = PrivateAttr(default_factory=dict)
+
+    def template_where(self, key: str, line: int | None = None) -> str:
+        """``FILE:LINE`` of line ``line`` (1-based) of the ``key`` template."""
+        file, first = self._template_origin.get(key, ("handoff.yaml", 0))
+        if not first:
+            return file
+        return f"{file}:{first + (line or 1) - 1}"
+
+
+TEMPLATE_KEYS = ("subject", "body")
 
 
 # --- the whole set -----------------------------------------------------------
