@@ -96,6 +96,9 @@ CONTACT_FIELDS = [
     "Handoff_Status__c",
 ]
 NUMERIC_FIELDS = {"NumberOfEmployees", "Handoff_Score__c", "AnnualRevenue"}
+#: describe() types whose values are cut to the field's length before a write. Not email
+#: (a cut address is someone else's), ids, references, picklists or external-ID fields.
+CUT_TYPES = frozenset({"string", "textarea", "phone", "url", "combobox", "encryptedstring"})
 CAMPAIGN_KINDS = {"Webinar": "webinar_attended", "Content": "content_download"}
 PRIORITY = {"high": "High", "normal": "Normal", "low": "Low"}
 
@@ -188,6 +191,9 @@ class SalesforceConnector:
         )
         self._used_at_start: int | None = None
         self._prefetched: dict[str, dict[str, Any]] = {}
+        self._prefetch_groups: dict[str, list[str]] = {}
+        self._described: dict[str, dict[str, Any]] = {}
+        self._lengths: dict[str, dict[str, int]] = {}
         self.lead_fields = sorted(set(LEAD_FIELDS) | set(lead_fields))
         self.contact_fields = sorted(set(CONTACT_FIELDS) | set(contact_fields))
 
@@ -255,23 +261,40 @@ class SalesforceConnector:
             return cached
         return self._call(self.sf.query, soql, include_deleted=include_deleted)
 
-    def _prefetch(self, urls: Sequence[str]) -> None:
+    def _prefetch(self, group: str, urls: Sequence[str]) -> None:
         """First pages of several GETs in Composite requests: one API call per 5 of them.
 
-        A subrequest that fails is simply not cached: the ordinary call made later
-        raises its error the usual way.
+        Composite answers HTTP 200 with each subrequest's own status and body. A subrequest
+        that failed is logged and not cached: the ordinary call made when its phase comes
+        goes through the usual retries and error classification (and raises, the pass left
+        resumable, if it keeps failing), so its records are never skipped; the others'
+        pages are used as they came. What an earlier pass of ``group`` left unread is
+        dropped first (never served to a later pass).
         """
+        for url in self._prefetch_groups.pop(group, []):
+            self._prefetched.pop(url, None)
+        self._prefetch_groups[group] = list(urls)
         for part in chunked(urls, COMPOSITE_QUERIES):
+            refs = {f"r{i}": u for i, u in enumerate(part)}
             body = {
                 "allOrNone": False,
-                "compositeRequest": [
-                    {"method": "GET", "url": u, "referenceId": f"r{i}"} for i, u in enumerate(part)
-                ],
+                "compositeRequest": [{"method": "GET", "url": u, "referenceId": r} for r, u in refs.items()],
             }
             res = self._call(self.sf.restful, "composite", method="POST", json=body) or {}
-            for url, sub in zip(part, res.get("compositeResponse", []), strict=False):
+            for sub in res.get("compositeResponse") or []:
+                target = refs.get(str(sub.get("referenceId")))
+                if target is None:
+                    continue
                 if sub.get("httpStatusCode") == 200 and isinstance(sub.get("body"), dict):
-                    self._prefetched[url] = sub["body"]
+                    self._prefetched[target] = sub["body"]
+                else:
+                    log.warning(
+                        "salesforce_subrequest_failed",
+                        resource=target.partition("?")[0],
+                        status=sub.get("httpStatusCode"),
+                        code=_error_code(sub.get("body")),
+                        then="retried on its own",
+                    )
 
     def query(self, soql: str, include_deleted: bool = False) -> Iterator[dict[str, Any]]:
         """All records of a query, page by page (each page one retried call)."""
@@ -327,7 +350,7 @@ class SalesforceConnector:
         phases = ["Lead", "Contact"] + (["Opportunity", "Deleted"] if since is not None else [])
         first = phases.index(state["phase"]) if state.get("phase") in phases else 0
         if since is not None and not state:
-            self._prefetch(self._pass_urls(since, datetime.fromisoformat(upper)))
+            self._prefetch("people", self._pass_urls(since, datetime.fromisoformat(upper)))
         for i, phase in enumerate(phases[first:], start=first):
             after = (state.get("ts"), state.get("id")) if i == first and state.get("ts") else None
             if phase in ("Opportunity", "Deleted"):
@@ -530,7 +553,7 @@ class SalesforceConnector:
         return iter(())
 
     def pull_activities(self, since: datetime) -> Iterator[Activity]:
-        self._prefetch([self._query_url(q) for q in self._activity_soql(since)])
+        self._prefetch("activity", [self._query_url(q) for q in self._activity_soql(since)])
         calls, events, members = self._activity_soql(since)
         yield from self._calls_and_meetings(calls, events, since)
         yield from self._campaign_activity(members, since)
@@ -576,6 +599,42 @@ class SalesforceConnector:
                 at = parse_time(m.get("FirstRespondedDate")) or parse_time(m.get("SystemModstamp")) or since
                 yield Activity("salesforce", m["Id"], kind, at, who, title=camp.get("Name") or "")
 
+    # --- describe -------------------------------------------------------------
+    def describe(self, obj: str) -> dict[str, Any]:
+        """``obj``'s describe, read once per connector (install, validate and writes share it)."""
+        described = self._described.get(obj)
+        if described is None:
+            described = self._call(lambda: getattr(self.sf, obj).describe()) or {}
+            self._described[obj] = described
+        return described
+
+    def forget_describe(self, obj: str) -> None:
+        """Read ``obj``'s describe again next time (its fields changed)."""
+        self._described.pop(obj, None)
+        self._lengths.pop(obj, None)
+
+    def field_lengths(self, obj: str) -> dict[str, int]:
+        """Lower-cased field name -> length, for the text fields a write cuts (``CUT_TYPES``)."""
+        lengths = self._lengths.get(obj)
+        if lengths is None:
+            lengths = {
+                str(f["name"]).lower(): int(f["length"])
+                for f in self.describe(obj).get("fields", [])
+                if f.get("type") in CUT_TYPES and int(f.get("length") or 0) > 0 and not f.get("externalId")
+            }
+            self._lengths[obj] = lengths
+        return lengths
+
+    def _fit(self, obj: str, record: dict[str, Any]) -> dict[str, Any]:
+        """``record`` with every text value cut to its field's length (Salesforce refuses a
+        longer value with ``STRING_TOO_LONG``, failing the whole record)."""
+        lengths = self.field_lengths(obj)
+        for key, value in list(record.items()):
+            limit = lengths.get(key.lower())
+            if limit and isinstance(value, str):
+                record[key] = _cut(value, limit)
+        return record
+
     # --- writes ---------------------------------------------------------------
     def find_tasks(self, keys: Sequence[str]) -> dict[str, str]:
         key = HANDOFF_FIELDS["task_key"]
@@ -588,36 +647,40 @@ class SalesforceConnector:
     def write_tasks(self, tasks: Sequence[TaskRequest]) -> list[WriteResult]:
         key = HANDOFF_FIELDS["task_key"]
         records = [
-            {
-                "attributes": {"type": "Task"},
-                key: t.key,
-                "Subject": t.subject[:255],
-                "Description": t.body[:32000],
-                "OwnerId": t.owner_id,
-                "WhoId": t.person_id,
-                "ActivityDate": t.due.isoformat(),
-                "Status": "Not Started",
-                "Priority": PRIORITY.get(t.priority, "High"),
-            }
+            self._fit(
+                "Task",
+                {
+                    "attributes": {"type": "Task"},
+                    key: t.key,
+                    "Subject": _cut(t.subject, 255),
+                    "Description": _cut(t.body, 32000),
+                    "OwnerId": t.owner_id,
+                    "WhoId": t.person_id,
+                    "ActivityDate": t.due.isoformat(),
+                    "Status": "Not Started",
+                    "Priority": PRIORITY.get(t.priority, "High"),
+                },
+            )
             for t in tasks
         ]
         return self._collection("PATCH", f"composite/sobjects/Task/{key}", records, [t.key for t in tasks])
 
     def update_people(self, updates: Sequence[PersonUpdate]) -> list[WriteResult]:
-        records = [
-            {
-                "attributes": {"type": "Lead" if u.object_type == "lead" else "Contact"},
-                "id": u.person_id,
-                **_typed(u.values),
-            }
-            for u in updates
-        ]
+        records = []
+        for u in updates:
+            obj = "Lead" if u.object_type == "lead" else "Contact"
+            records.append(
+                self._fit(obj, {"attributes": {"type": obj}, "id": u.person_id, **_typed(u.values)})
+            )
         return self._collection("PATCH", "composite/sobjects", records, [u.person_id for u in updates])
 
     def create_people(self, people: Sequence[PersonCreate]) -> list[WriteResult]:
         """Create Leads idempotently: upsert keyed by the HubSpot contact id."""
         link = HANDOFF_FIELDS["link"]
-        records = [{"attributes": {"type": "Lead"}, **_typed(p.values), link: p.external_id} for p in people]
+        records = [
+            self._fit("Lead", {"attributes": {"type": "Lead"}, **_typed(p.values), link: p.external_id})
+            for p in people
+        ]
         return self._collection(
             "PATCH", f"composite/sobjects/Lead/{link}", records, [p.external_id for p in people]
         )
@@ -649,6 +712,27 @@ def _lines(text: str) -> Iterator[str]:
         end = len(text) if end < 0 else end + 1
         yield text[start:end]
         start = end
+
+
+def _cut(value: str, limit: int) -> str:
+    """``value`` cut to ``limit`` characters as Salesforce counts them (UTF-16 code units:
+    a character outside the BMP, an emoji, counts two), never splitting a character."""
+    if len(value) <= limit // 2 or (len(value) <= limit and value.isascii()):
+        return value
+    out = value[:limit]
+    over = len(out.encode("utf-16-le")) // 2 - limit
+    end = len(out)
+    while over > 0:
+        end -= 1
+        over -= 2 if ord(out[end]) > 0xFFFF else 1
+    return out if end == len(out) else out[:end]
+
+
+def _error_code(body: Any) -> str:
+    """The first ``errorCode`` of a Salesforce error array (a Composite subrequest's body)."""
+    if isinstance(body, list) and body and isinstance(body[0], dict):
+        return str(body[0].get("errorCode") or body[0].get("statusCode") or "")
+    return ""
 
 
 def _typed(values: Any) -> dict[str, Any]:
@@ -688,8 +772,8 @@ def install(connector: SalesforceConnector) -> list[str]:
     lines: list[str] = []
     refused = False  # the user may not change metadata: stop asking, print instructions
     for obj, fields in REQUIRED_FIELDS.items():
-        described = connector._call(lambda o=obj: getattr(connector.sf, o).describe())
-        have = {f["name"] for f in described.get("fields", [])}
+        connector.forget_describe(obj)  # what the org has now
+        have = {f["name"] for f in connector.describe(obj).get("fields", [])}
         for name, kind, note in fields:
             if name in have:
                 lines.append(f"{obj}.{name} present")
@@ -710,6 +794,7 @@ def install(connector: SalesforceConnector) -> list[str]:
                 lines.append(
                     f"MISSING {obj}.{name}: create it in Setup > Object Manager > {obj} > Fields as {kind}{extra}"
                 )
+        connector.forget_describe(obj)  # fields may have been created
     return lines
 
 

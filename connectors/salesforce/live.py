@@ -14,7 +14,7 @@ def read_schema(conn: SalesforceConnector) -> CrmSchema:
     """Fields of Lead, Contact, Opportunity and Task, their picklists, active users."""
     schema = CrmSchema("salesforce")
     for obj in ("Lead", "Contact", "Opportunity", "Task"):
-        described: dict[str, Any] = conn._call(lambda o=obj: getattr(conn.sf, o).describe())
+        described: dict[str, Any] = conn.describe(obj)
         fields = described.get("fields", [])
         schema.fields[obj] = {f["name"] for f in fields}
         for f in fields:

@@ -35,7 +35,7 @@ from werkzeug.wrappers import Request, Response
 
 from connectors.sandbox_server import RunningServer, serve
 
-from .faults import Faults
+from .faults import SUBREQUEST_STATUS, Faults
 from .schema import SOBJECTS, FieldDef, parse_datetime, sobject, sobject_for_id, to_wire
 from .soql import Plan, Row, SoqlError, compile_query, full_id, parse, record_attributes
 from .store import RecordError, SalesforceStore, make_id
@@ -46,6 +46,13 @@ JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 MAX_COLLECTION = 200
 DEFAULT_BATCH = 2000
 MAX_OPEN_CURSORS = 50
+MAX_SUBREQUESTS = 25  # per Composite request ...
+MAX_HEAVY_SUBREQUESTS = 5  # ... of which queries or sObject Collections
+JOBS_PAGE = 1000  # Bulk API 2.0 "Get Information About All Query Jobs": records per page
+OLDEST_VERSION = "42.0"  # the sandbox serves REST API versions from Spring '18 ...
+LATEST_VERSION = "68.0"  # ... to Winter '27
+_JOBS_LOCATOR = make_id("01g", 0)  # the query-jobs list's locator (one list: one locator)
+HALTED = "The transaction was rolled back since another operation in the same transaction failed."
 ROLLED_BACK = RecordError(
     "ALL_OR_NONE_OPERATION_ROLLED_BACK",
     "Record rolled back because not all records were valid and the request was using AllOrNone header",
@@ -88,7 +95,7 @@ class _Job:
 
 def _rules() -> Map:
     api = [
-        ("/", "versions", ["GET"]),
+        ("/", "resources", ["GET"]),
         ("/limits/", "limits", ["GET"]),
         ("/query/", "query", ["GET"]),
         ("/queryAll/", "query_all", ["GET"]),
@@ -105,12 +112,13 @@ def _rules() -> Map:
         ("/composite/sobjects", "collections", ["POST", "PATCH", "DELETE"]),
         ("/composite/sobjects/<sobject>", "collections_retrieve", ["GET", "POST"]),
         ("/composite/sobjects/<sobject>/<field>", "collections_upsert", ["PATCH"]),
-        ("/jobs/query", "bulk_create", ["POST"]),
+        ("/jobs/query", "bulk_jobs", ["GET", "POST"]),
         ("/jobs/query/<job_id>", "bulk_job", ["GET", "PATCH", "DELETE"]),
         ("/jobs/query/<job_id>/results", "bulk_results", ["GET"]),
     ]
     rules = [Rule(_PREFIX + path, endpoint=ep, methods=m) for path, ep, m in api]
     rules += [
+        Rule("/services/data/", endpoint="api_versions", methods=["GET"]),
         Rule("/services/oauth2/token", endpoint="oauth_token", methods=["POST"]),
         Rule("/services/Soap/m/<version>/", endpoint="metadata", methods=["POST"]),
         Rule("/__sandbox/state", endpoint="admin_state", methods=["GET"]),
@@ -154,6 +162,7 @@ class SalesforceSandbox:
         password: str = "sandbox-password",
         security_token: str = "",
         metadata_api_allowed: bool = True,
+        latest_version: str = LATEST_VERSION,
     ) -> None:
         self.store = store
         self.token = token
@@ -168,6 +177,7 @@ class SalesforceSandbox:
         self.password = password
         self.security_token = security_token
         self.metadata_api_allowed = metadata_api_allowed  # False: the user lacks Modify Metadata
+        self.latest_version = latest_version  # newer versions are 404, as on an org not yet upgraded
         self.calls: Counter[str] = Counter()
         self.api_usage = 0
         self.bulk_jobs_created = 0
@@ -239,6 +249,8 @@ class SalesforceSandbox:
             time.sleep(self.latency_ms / 1000)
         if endpoint == "oauth_token":
             return self._oauth_token(request)
+        if endpoint == "api_versions":  # no authentication, not metered, no Sforce-Limit-Info
+            return self._api_versions(request)
         if endpoint == "metadata":
             return self._limited(self._metadata(request, args["version"]))
         try:
@@ -246,14 +258,8 @@ class SalesforceSandbox:
             self._gate(request, args.pop("version"))
             handler = getattr(self, "_" + endpoint)
             response = handler(request, **args)
-        except ApiError as exc:
-            response = _json(exc.body, exc.status)
-        except SoqlError as exc:
-            response = _json([{"message": exc.message, "errorCode": exc.error_code}], 400)
-        except RecordError as exc:
-            status = 404 if exc.status_code in ("NOT_FOUND", "ENTITY_IS_DELETED") else 400
-            body = [{"message": exc.message, "errorCode": exc.status_code, "fields": exc.fields}]
-            response = _json(body, status)
+        except (ApiError, SoqlError, RecordError) as exc:
+            response = _error_response(exc)
         return self._limited(response)
 
     # ------------------------------------------------------------------ Metadata API (SOAP)
@@ -308,50 +314,80 @@ class SalesforceSandbox:
     # ------------------------------------------------------------------ composite
 
     def _composite(self, request: Request) -> Response:
-        """``POST /composite``: up to 25 independent subrequests (at most 5 queries or
-        collections), one API call in all. References between subrequests are not
-        supported (crm-handoff does not use them)."""
-        body = request.get_json(silent=True) or {}
-        subs = body.get("compositeRequest")
-        if not isinstance(subs, list) or not subs:
-            raise ApiError(400, "JSON_PARSER_ERROR", "compositeRequest: expected a non-empty list")
-        heavy = sum(
-            1
-            for r in subs
-            if "/query" in str(r.get("url", "")) or "/composite/sobjects" in str(r.get("url", ""))
-        )
-        if len(subs) > 25 or heavy > 5:
+        """``POST /composite``: up to 25 subrequests (at most 5 queries or collections), one
+        API call in all, HTTP 200 with each subrequest's own ``httpStatusCode`` and body.
+
+        ``allOrNone: false`` runs every subrequest whatever the others did; ``true`` stops at
+        the first failure, rolls back what the others wrote and answers each of them 400
+        ``PROCESSING_HALTED`` (it also makes every collections subrequest all-or-none).
+        References between subrequests are not supported (crm-handoff does not use them).
+        """
+        body = _body(request)
+        subs = body.get("compositeRequest") if isinstance(body, dict) else None
+        if not isinstance(subs, list) or not subs or not all(isinstance(r, dict) for r in subs):
+            raise ApiError(400, "JSON_PARSER_ERROR", "compositeRequest: expected a non-empty list of objects")
+        heavy = sum(1 for r in subs if _heavy(str(r.get("url", ""))))
+        if len(subs) > MAX_SUBREQUESTS or heavy > MAX_HEAVY_SUBREQUESTS:
             raise ApiError(
                 400,
                 "INVALID_FIELD",
-                "a composite request has at most 25 subrequests, 5 of them queries or collections",
+                f"a composite request has at most {MAX_SUBREQUESTS} subrequests, "
+                f"{MAX_HEAVY_SUBREQUESTS} of them queries or collections",
             )
+        all_or_none = body.get("allOrNone") is True
         auth = request.headers.get("Authorization", "")
-        out = [self._subrequest(r, auth) for r in subs]
+        version = self._local.version
+        out: list[dict[str, Any]] = []
+        try:
+            with self.store.atomic() as rollback:
+                for i, sub in enumerate(subs):
+                    result = self._subrequest(sub, auth, all_or_none)
+                    out.append(result)
+                    if all_or_none and _sub_failed(result):
+                        rollback()
+                        out = [r if r is result else _halted(r) for r in out]
+                        out += [_halted({"referenceId": s.get("referenceId")}) for s in subs[i + 1 :]]
+                        break
+        finally:
+            self._local.version = version
         return _json({"compositeResponse": out})
 
-    def _subrequest(self, sub: dict[str, Any], auth: str) -> dict[str, Any]:
+    def _subrequest(self, sub: dict[str, Any], auth: str, all_or_none: bool) -> dict[str, Any]:
+        """One Composite subrequest, answered as Salesforce does: its own status and body."""
         from werkzeug.test import EnvironBuilder
 
         url = str(sub.get("url", ""))
         path, _, query = url.partition("?")
+        body = sub.get("body")
+        if all_or_none and _heavy(path) and "/composite/sobjects" in path:
+            if isinstance(body, dict):  # the outer allOrNone overrides the collection's own
+                body = {**body, "allOrNone": True}
+            query = f"{query}&allOrNone=true" if query else "allOrNone=true"
         builder = EnvironBuilder(
             path=path,
             query_string=query,
             method=str(sub.get("method", "GET")),
-            json=sub.get("body"),
+            json=body,
             headers=[("Authorization", auth)],
         )
         inner = Request(builder.get_environ())
         try:
+            code = self.faults.subrequest_error(url)
+            if code is not None:
+                raise ApiError(
+                    SUBREQUEST_STATUS.get(code, 400),
+                    code,
+                    f"{code} (sandbox fault on a composite subrequest)",
+                )
             rule, args = self._map.bind_to_environ(inner.environ).match(return_rule=True)
             args = dict(args)
-            args.pop("version", None)
+            version = args.pop("version", None)
+            if str(rule.endpoint).startswith("admin_") or version is None or not self._version_ok(version):
+                raise NotFound()
+            self._local.version = version
             response = getattr(self, "_" + str(rule.endpoint))(inner, **args)
-        except ApiError as exc:
-            response = _json(exc.body, exc.status)
-        except SoqlError as exc:
-            response = _json([{"message": exc.message, "errorCode": exc.error_code}], 400)
+        except (ApiError, SoqlError, RecordError) as exc:
+            response = _error_response(exc)
         except (NotFound, HTTPException):
             response = _json(
                 [{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}], 404
@@ -370,11 +406,8 @@ class SalesforceSandbox:
 
     def _gate(self, request: Request, version: str) -> None:
         """Version, faults, auth and the daily allocation, in that order."""
-        try:
-            if float(version) < 42.0:
-                raise ValueError
-        except ValueError:
-            raise ApiError(404, "NOT_FOUND", "The requested resource does not exist") from None
+        if not self._version_ok(version):
+            raise ApiError(404, "NOT_FOUND", "The requested resource does not exist")
         self._local.version = version
         if self.faults.take("server_error_burst"):
             raise ApiError(503, "SERVER_UNAVAILABLE", "Server unavailable (sandbox fault)")
@@ -405,9 +438,27 @@ class SalesforceSandbox:
 
     # ------------------------------------------------------------------ misc resources
 
-    def _versions(self, request: Request) -> Response:
-        return _json({"limits": f"{self._base()}/limits", "query": f"{self._base()}/query",
-                      "sobjects": f"{self._base()}/sobjects"})  # fmt: skip
+    def _version_ok(self, version: str) -> bool:
+        """A version this sandbox serves (``62.0``; 404 otherwise, as Salesforce answers)."""
+        try:
+            number = float(version)
+        except ValueError:
+            return False
+        return float(OLDEST_VERSION) <= number <= float(self.latest_version) and f"{number:.1f}" == version
+
+    def _api_versions(self, request: Request) -> Response:
+        """``GET /services/data/``: every version served, oldest first (Versions resource)."""
+        versions = [
+            {"label": _release(v), "url": f"/services/data/v{v:.1f}", "version": f"{v:.1f}"}
+            for v in range(int(float(OLDEST_VERSION)), int(float(self.latest_version)) + 1)
+        ]
+        return _json(versions)
+
+    def _resources(self, request: Request) -> Response:
+        """``GET /services/data/vXX.X/``: the resources of that version (Resources by Version)."""
+        base = self._base()
+        names = ("composite", "jobs", "limits", "query", "queryAll", "sobjects")
+        return _json({name: f"{base}/{name}" for name in names})
 
     def _limits(self, request: Request) -> Response:
         used = self.api_usage
@@ -739,7 +790,10 @@ class SalesforceSandbox:
 
     # ------------------------------------------------------------------ Bulk API 2.0 query
 
-    def _bulk_create(self, request: Request) -> Response:
+    def _bulk_jobs(self, request: Request) -> Response:
+        """``/jobs/query``: POST creates a query job, GET lists them (1,000 a page)."""
+        if request.method == "GET":
+            return self._bulk_list(request)
         body = _body(request)
         if not isinstance(body, dict) or body.get("operation") not in ("query", "queryAll"):
             raise ApiError(400, "INVALIDJOB", "operation must be query or queryAll")
@@ -756,12 +810,45 @@ class SalesforceSandbox:
             "apiVersion": float(self._local.version), "lineEnding": body.get("lineEnding", "LF"),
             "columnDelimiter": body.get("columnDelimiter", "COMMA"),
         }  # fmt: skip
+        if info["columnDelimiter"] not in _DELIMITERS or info["lineEnding"] not in ("LF", "CRLF"):
+            raise ApiError(400, "INVALIDJOB", "columnDelimiter or lineEnding: not a supported value")
         delimiter = _DELIMITERS.get(str(info["columnDelimiter"]), ",")
         line_ending = "\r\n" if info["lineEnding"] == "CRLF" else "\n"
         with self._meter:
             self._jobs[job_id] = _Job(dict(info), plan, rows, delimiter, line_ending)
             self.bulk_jobs_created += 1
         return _json(info)
+
+    def _bulk_list(self, request: Request) -> Response:
+        """Get Information About All Query Jobs: ``done``, ``records`` and, while more remain,
+        ``nextRecordsUrl`` (``?queryLocator=``); filters ``jobType``, ``concurrencyMode``,
+        ``isPkChunkingEnabled`` (Bulk API 1 only: no job here has it)."""
+        args = request.args
+        locator = args.get("queryLocator")
+        offset = 0
+        if locator is not None:
+            serial, _, start = locator.rpartition("-")
+            if serial != _JOBS_LOCATOR or not start.isdigit():
+                raise ApiError(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
+            offset = int(start)
+        with self._meter:
+            infos = [dict(job.info) for job in self._jobs.values()]
+        wanted_type = args.get("jobType")
+        if wanted_type not in (None, "Classic", "V2Query", "V2Ingest"):
+            raise ApiError(400, "INVALIDJOB", f"jobType: unknown value {wanted_type}")
+        if wanted_type in ("Classic", "V2Ingest") or args.get("isPkChunkingEnabled") == "true":
+            infos = []
+        mode = args.get("concurrencyMode")
+        if mode is not None:
+            infos = [i for i in infos if str(i["concurrencyMode"]).lower() == mode.lower()]
+        page: dict[str, Any] = {"done": offset + JOBS_PAGE >= len(infos), "records": []}
+        for info in infos[offset : offset + JOBS_PAGE]:
+            page["records"].append({**info, "jobType": "V2Query"})
+        if not page["done"]:
+            page["nextRecordsUrl"] = (
+                f"{self._base()}/jobs/query?queryLocator={_JOBS_LOCATOR}-{offset + JOBS_PAGE}"
+            )
+        return _json(page)
 
     def _bulk_job(self, request: Request, job_id: str) -> Response:
         job = self._job(job_id)
@@ -773,8 +860,8 @@ class SalesforceSandbox:
             job.info["state"] = "Aborted"
         elif job.info["state"] == "UploadComplete":
             job.info["state"] = "JobComplete"
-        return _json({**job.info, "numberRecordsProcessed": len(job.rows), "retries": 0,
-                      "totalProcessingTime": 0})  # fmt: skip
+        return _json({**job.info, "jobType": "V2Query", "numberRecordsProcessed": len(job.rows),
+                      "retries": 0, "totalProcessingTime": 0})  # fmt: skip
 
     def _bulk_results(self, request: Request, job_id: str) -> Response:
         job = self._job(job_id)
@@ -900,6 +987,46 @@ class SalesforceSandbox:
 
 def _minute(value: datetime) -> datetime:
     return value.replace(second=0, microsecond=0)
+
+
+def _error_response(exc: ApiError | SoqlError | RecordError) -> Response:
+    """A whole-request failure as Salesforce answers it: status and an error array."""
+    if isinstance(exc, ApiError):
+        return _json(exc.body, exc.status)
+    if isinstance(exc, SoqlError):
+        return _json([{"message": exc.message, "errorCode": exc.error_code}], 400)
+    status = 404 if exc.status_code in ("NOT_FOUND", "ENTITY_IS_DELETED") else 400
+    return _json([{"message": exc.message, "errorCode": exc.status_code, "fields": exc.fields}], status)
+
+
+def _heavy(url: str) -> bool:
+    """A Composite subrequest that counts toward the 5 queries or collections."""
+    path = url.partition("?")[0]
+    return "/query" in path or "/composite/sobjects" in path
+
+
+def _sub_failed(result: dict[str, Any]) -> bool:
+    """A subrequest that failed: an HTTP error, or a collection with a failed record."""
+    if int(result["httpStatusCode"]) >= 400:
+        return True
+    body = result.get("body")
+    return isinstance(body, list) and any(isinstance(r, dict) and r.get("success") is False for r in body)
+
+
+def _halted(result: dict[str, Any]) -> dict[str, Any]:
+    """A subrequest rolled back (or never run) because another one failed under allOrNone."""
+    return {
+        "body": [{"errorCode": "PROCESSING_HALTED", "message": HALTED}],
+        "httpHeaders": {},
+        "httpStatusCode": 400,
+        "referenceId": result.get("referenceId"),
+    }
+
+
+def _release(version: float) -> str:
+    """The release label of a REST API version: 42.0 is Spring '18, then three a year."""
+    n = int(version) - 42
+    return f"{('Spring', 'Summer', 'Winter')[n % 3]} '{18 + (n + 1) // 3}"
 
 
 def _batch_size(options: str) -> int:

@@ -7,7 +7,15 @@ import threading
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-_COUNTERS = ("expire_session_next", "lock_error_next", "server_error_burst", "timeout_next")
+_COUNTERS = (
+    "expire_session_next",
+    "lock_error_next",
+    "server_error_burst",
+    "timeout_next",
+    "subrequest_error_next",
+)
+#: HTTP status a failed Composite subrequest answers with, by error code (400 otherwise).
+SUBREQUEST_STATUS = {"SERVER_UNAVAILABLE": 503, "UNKNOWN_EXCEPTION": 500, "NOT_FOUND": 404}
 
 
 @dataclass
@@ -25,6 +33,10 @@ class Faults:
     - ``duplicate_rule_emails``: creating a Lead with one of these emails -> DUPLICATES_DETECTED.
     - ``timeout_next``: next N API calls sleep ``timeout_seconds`` *then are processed*
       (a client that timed out does not know whether its write happened).
+    - ``subrequest_error_next``: the next N Composite subrequests whose URL contains
+      ``subrequest_error_match`` (any when empty) fail with ``subrequest_error_code``
+      (``QUERY_TIMEOUT``: HTTP 400; see ``SUBREQUEST_STATUS``), nothing done; the Composite
+      call itself answers 200 and runs the others (``allOrNone: false``) or rolls them back.
     """
 
     expire_session_next: int = 0
@@ -35,6 +47,9 @@ class Faults:
     duplicate_rule_emails: set[str] = field(default_factory=set)
     timeout_next: int = 0
     timeout_seconds: float = 5.0
+    subrequest_error_next: int = 0
+    subrequest_error_match: str = ""
+    subrequest_error_code: str = "QUERY_TIMEOUT"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -51,6 +66,14 @@ class Faults:
                 return False
             setattr(self, name, remaining - 1)
             return True
+
+    def subrequest_error(self, url: str) -> str | None:
+        """The error code a Composite subrequest to ``url`` fails with now, if any (consumed)."""
+        with self._lock:
+            if self.subrequest_error_next <= 0 or self.subrequest_error_match not in url:
+                return None
+            self.subrequest_error_next -= 1
+            return self.subrequest_error_code
 
     def rate_limited(self) -> bool:
         with self._lock:
