@@ -262,7 +262,7 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
             else:
                 rev = current(store.engine)
                 note = "up to date" if rev == head() else f"behind head {head()}: run `handoff db upgrade`"
-                print(f"{where}: revision {rev} ({note})")
+                print(f"{where}: revision {rev or 'none, half-created'} ({note})")
         finally:
             store.close()
     except OperationalError as exc:

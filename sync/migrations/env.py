@@ -10,6 +10,7 @@ from alembic import context
 from sqlalchemy import create_engine
 
 import sync.lease  # noqa: F401  (the leases table)
+from sync.migrations import transaction
 from sync.state import metadata
 
 config = context.config
@@ -28,9 +29,9 @@ def _run(connection: object) -> None:
 
 connection = config.attributes.get("connection")
 if connection is not None:
-    _run(connection)
+    _run(connection)  # ``upgrade`` opened it with ``transaction``: every revision commits at once
 else:
     engine = create_engine(config.get_main_option("sqlalchemy.url") or "")
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         _run(conn)
     engine.dispose()
