@@ -37,6 +37,7 @@ log = structlog.get_logger("handoff.engine")
 
 DEFAULT_LOOKBACK = timedelta(minutes=1)  # people: search-index lag and clock skew, not the interval
 DEFAULT_ACTIVITY_LOOKBACK = timedelta(minutes=5)  # activity: events are ingested later than they occur
+LATE_EVERY = timedelta(hours=1)  # activity read by occurrence time: its late window, once an hour
 CHUNK = 1000  # people processed (and checkpointed) together
 KEEP_PROFILES = 1000  # candidate profiles kept in memory; others are reloaded from the mirror
 PLAN_BATCH = 1000  # handoffs planned and executed together
@@ -276,6 +277,7 @@ class ActivityPull:
     thread: threading.Thread | None = None
     error: BaseException | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    late: bool = False  # reaches back the connector's ``activity_late`` (see ``start_activities``)
 
     def fetch(self, pull: Callable[[], Iterator[Activity]]) -> None:
         try:
@@ -354,6 +356,13 @@ class Engine:
         mark = _parse_ts(self.state.watermark(crm, "activities"))
         since = max(mark - self.activity_lookback, window) if mark else window
         pull = ActivityPull(crm, self.clock())
+        # A CRM whose activity is read by occurrence time (``activity_late``: HubSpot) also
+        # re-reads, once an hour, what occurred up to that long before the previous such read.
+        late = getattr(self.connectors[crm], "activity_late", None)
+        wide = _parse_ts(self.state.watermark(crm, "activities_late")) if late else None
+        pull.late = bool(late) and (not mark or not wide or pull.started - wide >= LATE_EVERY)
+        if pull.late and mark and late:
+            since = max(min(since, (wide or mark) - self.activity_lookback - late), window)
         fetch = partial(self.connectors[crm].pull_activities, since)
         if background:
             pull.pages = []
@@ -389,6 +398,8 @@ class Engine:
                 self._keep_activities(ctx, batch)
         if not ctx.dry_run:
             self.state.set_watermark(pull.crm, "activities", pull.started.isoformat())
+            if pull.late:
+                self.state.set_watermark(pull.crm, "activities_late", pull.started.isoformat())
         ctx.activities_pending.discard(pull.crm)
 
     def _keep_activities(self, ctx: CycleContext, batch: Sequence[Activity]) -> None:

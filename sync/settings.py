@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     handoff_log_level: Literal["debug", "info", "warning", "error"] = "info"
     handoff_lookback_seconds: int = Field(60, ge=0, le=86_400)
     handoff_activity_lookback_seconds: int = Field(300, ge=0, le=86_400)
+    handoff_activity_late_seconds: int = Field(
+        86_400, ge=0, le=604_800, description="HubSpot events counted up to this long after they occurred"
+    )
 
     hubspot_base_url: str | None = None
     hubspot_access_token: SecretStr | None = None

@@ -54,6 +54,7 @@ def _hubspot(settings: Settings, mapping: MappingSet, clock: Clock) -> Connector
         event_kinds=settings.event_kinds() or dict(DEFAULT_EVENT_KINDS),
         timeout=settings.hubspot_timeout_seconds,
         api_version=settings.hubspot_api_version,
+        activity_late=timedelta(seconds=settings.handoff_activity_late_seconds),
     )
     props = [f.hubspot for f in mapping.fields.fields if f.hubspot]
     props += [  # "Became a ... Date": when a contact entered each stage

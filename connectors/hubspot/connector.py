@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
 from typing import Any, TypeVar
 
 import structlog
@@ -90,6 +90,10 @@ class HubSpotSettings:
     api_version: str = "v3"  # or a date version such as "2026-03" (see paths.py)
     max_attempts: int = 6
     max_wait: float = 30.0
+    #: How late an event may reach HubSpot after it occurred and still be counted: the
+    #: events and email events APIs filter by occurrence time only, so the engine re-reads
+    #: this far back once an hour (HANDOFF_ACTIVITY_LATE_SECONDS; zero: never).
+    activity_late: timedelta = timedelta(days=1)
 
     @property
     def base_url(self) -> str:
@@ -151,6 +155,12 @@ class HubSpotConnector:
         self.stamp_fields = type(self).stamp_fields | {
             p for p in self.properties if p.startswith("hs_lifecyclestage_") and p.endswith("_date")
         }
+
+    @property
+    def activity_late(self) -> timedelta | None:
+        """How far back the engine's hourly late re-read reaches (None: no late re-read)."""
+        late = self.settings.activity_late
+        return late if late > timedelta(0) else None
 
     # --- plumbing -------------------------------------------------------------
     def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -452,18 +462,34 @@ class HubSpotConnector:
         return out
 
     def _associations(self, from_type: str, to_type: str, ids: Sequence[str]) -> dict[str, list[str]]:
+        """Every associated id of each of ``ids``: the v4 batch read, 1,000 inputs a call.
+
+        HubSpot returns at most 500 associated records per input; a result with more
+        carries ``paging.next.after``, and the next batch read sends that ``after`` on
+        that input. Only the inputs still paging are sent again, together in one call.
+        """
         out: dict[str, list[str]] = {}
         api = self.client.crm.associations.v4.batch_api.get_page
-        for part in chunked(ids, ASSOC_BATCH):
-            body = BatchInputPublicFetchAssociationsBatchRequest(inputs=[{"id": i} for i in part])
-            res = self._call(
-                api,
-                from_object_type=from_type,
-                to_object_type=to_type,
-                batch_input_public_fetch_associations_batch_request=body,
-            )
-            for row in res.results or []:
-                out[str(row._from.id)] = [str(t.to_object_id) for t in row.to or []]
+        pending: dict[str, str | None] = dict.fromkeys(ids)
+        while pending:
+            paging: dict[str, str | None] = {}
+            for part in chunked(pending.items(), ASSOC_BATCH):
+                inputs = [{"id": i, "after": after} if after else {"id": i} for i, after in part]
+                res = self._call(
+                    api,
+                    from_object_type=from_type,
+                    to_object_type=to_type,
+                    batch_input_public_fetch_associations_batch_request=(
+                        BatchInputPublicFetchAssociationsBatchRequest(inputs=inputs)
+                    ),
+                )
+                for row in res.results or []:
+                    key = str(row._from.id)
+                    out.setdefault(key, []).extend(str(t.to_object_id) for t in row.to or [])
+                    nxt = row.paging.next.after if row.paging and row.paging.next else None
+                    if nxt and str(nxt) != pending.get(key):  # a cursor that does not move ends it
+                        paging[key] = str(nxt)
+            pending = paging
         return out
 
     # --- writes ---------------------------------------------------------------
