@@ -53,7 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--dir", default=".handoff-sandbox", help="where the sandbox data is kept")
     serve.add_argument("--hubspot-port", type=int, default=0)
     serve.add_argument("--salesforce-port", type=int, default=0)
-    serve.add_argument("--empty", action="store_true", help="start with no demo data")
+    serve.add_argument(
+        "--empty", action="store_true", help="start with no demo people (only the mapping's reps)"
+    )
     serve.add_argument("--config", **cfg)
 
     sync = sub.add_parser("sync", help="run a sync cycle")
@@ -167,13 +169,58 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     return result.exit_code
 
 
+def recorded_state(settings: Settings) -> str:
+    """HANDOFF_STATE_URL as shown (password hidden), once it is known to hold crm-handoff's
+    schema; else a ``ConfigError`` (exit 2). Reads only: an absent state is never created."""
+    from sqlalchemy.engine import make_url
+
+    from sync.wiring import _state_exists
+
+    url = settings.handoff_state_url
+    parsed = make_url(url)
+    where = parsed.render_as_string(hide_password=True)
+    if parsed.get_backend_name() == "sqlite":
+        why = _sqlite_state_problem(parsed.database)
+        if parsed.database and parsed.database != ":memory:" and not Path(parsed.database).is_absolute():
+            where += f" ({Path(parsed.database).resolve()})"
+    else:
+        why = None if _state_exists(url) else "the database has no crm-handoff tables"
+    if why:
+        raise ConfigError(
+            f"HANDOFF_STATE_URL: no crm-handoff state at {where}: {why}; nothing was read or created "
+            "(point HANDOFF_STATE_URL at the state `handoff sync` writes)"
+        )
+    return where
+
+
+def _sqlite_state_problem(database: str | None) -> str | None:
+    """Why a SQLite file is not a crm-handoff state (opened read-only), or None."""
+    import sqlite3
+    from contextlib import closing
+
+    if not database or database == ":memory:":
+        return "an in-memory database holds no state"
+    path = Path(database)
+    if not path.is_file():
+        return "no such file"
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as conn:
+            found = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'runs'"
+            ).fetchone()
+    except sqlite3.DatabaseError as exc:
+        return f"not a SQLite database ({exc})"
+    return None if found else "the file has no crm-handoff tables"
+
+
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from sync.report import print_status, status_data
     from sync.wiring import open_state
 
+    where = recorded_state(settings)
     state = open_state(settings, read_only=True)
     try:
-        data = status_data(state)
+        data = {"state": where, **status_data(state)}
     finally:
         state.close()
     print(json.dumps(data, default=str, sort_keys=True) if args.json else "", end="")
@@ -187,9 +234,10 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     from sync.wiring import open_state
 
     mapping = _mapping(args, settings)
+    where = recorded_state(settings)
     state = open_state(settings, read_only=True)
     try:
-        data = report_data(state, mapping)
+        data = {"state": where, **report_data(state, mapping)}
     finally:
         state.close()
     if args.json:
@@ -223,7 +271,10 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
     from sync.demo import serve_sandboxes
 
-    return serve_sandboxes(Path(args.dir), args.hubspot_port, args.salesforce_port, seed=not args.empty)
+    config = getattr(args, "config", None) or settings.handoff_config
+    return serve_sandboxes(
+        Path(args.dir), args.hubspot_port, args.salesforce_port, seed=not args.empty, config=config
+    )
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:

@@ -194,8 +194,10 @@ def running_sandboxes(
     try:
         if fresh:
             _install_hubspot(boxes, mapping)
-            if seed:
-                seed_demo(hs_store, sf_store, mapping, now or datetime.now(UTC))
+        if fresh and seed:
+            seed_demo(hs_store, sf_store, mapping, now or datetime.now(UTC))
+        else:  # every start: the reps of this mapping exist as owners and users
+            seed_reps(hs_store, sf_store, mapping)
         yield boxes
     finally:
         hs.stop()
@@ -214,7 +216,7 @@ def _install_hubspot(boxes: Sandboxes, mapping: MappingSet) -> None:
 def seed_demo(hs: Any, sf: Any, mapping: MappingSet, now: datetime, people: int = 300, seed: int = 7) -> None:
     """Fill both stores with reps, people and their activity."""
     rnd = random.Random(seed)
-    sf_users = _seed_reps(hs, sf, mapping)
+    sf_users = seed_reps(hs, sf, mapping) + [_seed_ops(hs, sf)] * 3
     webinar = sf.insert(
         "Campaign", {"Name": "Webinar: Scaling revenue ops", "Type": "Webinar", "Status": "Completed"}
     )
@@ -249,13 +251,18 @@ def seed_demo(hs: Any, sf: Any, mapping: MappingSet, now: datetime, people: int 
             )
 
 
-def _seed_reps(hs: Any, sf: Any, mapping: MappingSet) -> list[str]:
+def seed_reps(hs: Any, sf: Any, mapping: MappingSet) -> list[str]:
+    """The mapping's reps as HubSpot owners and Salesforce users, each added once (by email);
+    the Salesforce user ids of the active reps."""
+    have = {str(u.get("Username", "")).lower(): u["Id"] for u in sf.all("User")}
     users = []
     for rep in mapping.reps.reps:
         first, _, last = rep.name.partition(" ")
-        hs.add_owner(rep.email, first, last or first, archived=not rep.active)
-        users.append(
-            sf.insert(
+        if not hs.owners(email=rep.email):
+            hs.add_owner(rep.email, first, last or first, archived=not rep.active)
+        user = have.get(rep.email.lower())
+        if user is None:
+            user = sf.insert(
                 "User",
                 {
                     "Username": rep.email,
@@ -265,20 +272,26 @@ def _seed_reps(hs: Any, sf: Any, mapping: MappingSet) -> list[str]:
                     "IsActive": rep.active,
                 },
             )
-        )
+        if rep.active:
+            users.append(user)
+    return users
+
+
+def _seed_ops(hs: Any, sf: Any) -> str:
+    """The demo's marketing-ops user, who owns the leads nobody has worked yet."""
     hs.add_owner("marketing.ops@northwind.example", "Morgan", "Ops")
-    ops = sf.insert(
-        "User",
-        {
-            "Username": "marketing.ops@northwind.example",
-            "Email": "marketing.ops@northwind.example",
-            "FirstName": "Morgan",
-            "LastName": "Ops",
-            "IsActive": True,
-        },
+    return str(
+        sf.insert(
+            "User",
+            {
+                "Username": "marketing.ops@northwind.example",
+                "Email": "marketing.ops@northwind.example",
+                "FirstName": "Morgan",
+                "LastName": "Ops",
+                "IsActive": True,
+            },
+        )
     )
-    active = [u for u, rep in zip(users, mapping.reps.reps, strict=True) if rep.active]
-    return active + [ops] * 3
 
 
 def _person(rnd: random.Random, i: int) -> dict[str, str]:
@@ -423,12 +436,21 @@ def run_demo(data_dir: Path, reset: bool = False, as_json: bool = False, config:
     return result.exit_code
 
 
-def serve_sandboxes(data_dir: Path, hubspot_port: int, salesforce_port: int, seed: bool = True) -> int:
-    """Serve both sandboxes until SIGINT/SIGTERM; print the connection settings first."""
+def serve_sandboxes(
+    data_dir: Path,
+    hubspot_port: int,
+    salesforce_port: int,
+    seed: bool = True,
+    config: str | Path | None = None,
+) -> int:
+    """Serve both sandboxes until SIGINT/SIGTERM; print the connection settings first.
+
+    The reps of ``config`` (the mapping ``handoff sync`` will read) are its HubSpot owners
+    and Salesforce users, added on every start if missing; ``seed`` adds the demo people."""
+    mapping = load_mappings(config)  # a broken mapping: exit 2 before anything is served
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    mapping = load_mappings(None)
     with running_sandboxes(
         data_dir, mapping, seed=seed, hubspot_port=hubspot_port, salesforce_port=salesforce_port
     ) as boxes:

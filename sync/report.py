@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import itertools
+import textwrap
 from collections import Counter
 from typing import Any
 
@@ -39,6 +41,20 @@ def print_summary(s: dict[str, Any]) -> None:
         print(_table(rows, ["rep", "weekly capacity", "used before", "handed off now", "left"]))
     for rep, why in sorted(s.get("unavailable_reps", {}).items()):
         print(f"  not routed to {rep}: {why}")
+    _print_plan(s)
+    print()
+    tasks = ", ".join(f"{k} {v}" for k, v in s["tasks_created"].items())
+    existed = sum(s["tasks_already_existed"].values())
+    print(f"tasks created: {tasks}" + (f" ({existed} already existed)" if existed else ""))
+    print("API calls: " + ", ".join(f"{k} {v}" for k, v in s["api_calls"].items()))
+    if s["errors"]:
+        print(f"{len(s['errors'])} record(s) failed (see `handoff status`):")
+        for e in s["errors"][:10]:
+            print(f"  {e['crm']} {e['record']}: {e['reason']}")
+
+
+def _print_plan(s: dict[str, Any]) -> None:
+    """The handoffs of a cycle and the people it kept in nurture."""
     if s["plan"]:
         print()
         verb = "would hand off" if s.get("dry_run") else "handed off"
@@ -55,15 +71,6 @@ def print_summary(s: dict[str, Any]) -> None:
             print(f"  {n['person']} (score {n['score']}): {n['reason']}")
         if len(s["nurture"]) > 10:
             print(f"  ... and {len(s['nurture']) - 10} more")
-    print()
-    tasks = ", ".join(f"{k} {v}" for k, v in s["tasks_created"].items())
-    existed = sum(s["tasks_already_existed"].values())
-    print(f"tasks created: {tasks}" + (f" ({existed} already existed)" if existed else ""))
-    print("API calls: " + ", ".join(f"{k} {v}" for k, v in s["api_calls"].items()))
-    if s["errors"]:
-        print(f"{len(s['errors'])} record(s) failed (see `handoff status`):")
-        for e in s["errors"][:10]:
-            print(f"  {e['crm']} {e['record']}: {e['reason']}")
 
 
 def _run_row(r: dict[str, Any]) -> dict[str, Any]:
@@ -122,6 +129,9 @@ def status_data(state: StateStore) -> dict[str, Any]:
 
 
 def print_status(d: dict[str, Any]) -> None:
+    """``handoff status``: the state read, recent runs, leases, the queue, failed records."""
+    if d.get("state"):
+        print(f"state: {d['state']}\n")
     if not d["runs"]:
         print("no runs yet")
     else:
@@ -152,30 +162,38 @@ def print_status(d: dict[str, Any]) -> None:
             print(f"  {e['crm']} {e['record']}: {e['reason']}")
 
 
+#: What a "reached" count means, in ``handoff report`` and its JSON.
+REACHED_BASIS = (
+    "a stage counts as reached only when crm-handoff recorded the person entering it "
+    "(HubSpot's hs_lifecyclestage_<stage>_date, or a cycle seeing the person in that stage); "
+    "earlier stages are never inferred from a later one. Conversion a -> b: people with "
+    "recorded entries into both, b entered at or after a, over the people who entered a."
+)
+
+
 def report_data(state: StateStore, mapping: MappingSet) -> dict[str, Any]:
-    """Stage counts now, people who reached each funnel stage, conversion between them."""
+    """Stage counts now, people with a recorded entry into each stage, conversion between
+    consecutive funnel stages (both from recorded entries only: ``REACHED_BASIS``)."""
     funnel = list(mapping.lifecycle.funnel)
-    reach = state.stage_reach()
-    furthest: dict[str, int] = {}
-    for stage, people in reach.items():
-        if stage in funnel:
-            for key in people:
-                furthest[key] = max(furthest.get(key, -1), funnel.index(stage))
-    reached = [sum(1 for v in furthest.values() if v >= i) for i in range(len(funnel))]
+    entered = state.stage_entries()
+    pairs = list(itertools.pairwise(funnel))
+    both = state.stage_conversions(pairs)
     conversion = [
         {
-            "from": funnel[i],
-            "to": funnel[i + 1],
-            "reached_from": reached[i],
-            "reached_to": reached[i + 1],
-            "rate": round(reached[i + 1] / reached[i], 4) if reached[i] else None,
+            "from": a,
+            "to": b,
+            "reached_from": entered.get(a, 0),
+            "reached_to": both[(a, b)],
+            "rate": round(both[(a, b)] / entered[a], 4) if entered.get(a) else None,
         }
-        for i in range(len(funnel) - 1)
+        for a, b in pairs
     ]
+    current = state.current_stages()
     per_rep = Counter(e.rep_email for e in state.ledger_entries() if e.status == "done")
     return {
-        "current": {s: state.current_stages().get(s, 0) for s in mapping.lifecycle.all_stages},
-        "reached": dict(zip(funnel, reached, strict=True)),
+        "basis": REACHED_BASIS,
+        "current": {s: current.get(s, 0) for s in mapping.lifecycle.all_stages},
+        "reached": {s: entered.get(s, 0) for s in mapping.lifecycle.all_stages},
         "conversion": conversion,
         "handoffs_per_rep": dict(per_rep),
         "in_nurture_queue": len(state.queued()),
@@ -183,7 +201,11 @@ def report_data(state: StateStore, mapping: MappingSet) -> dict[str, Any]:
 
 
 def print_report(d: dict[str, Any]) -> None:
-    print(_table([[s, n] for s, n in d["current"].items()], ["stage", "people now"]))
+    """``handoff report``: stages now and reached, conversion, handoffs per rep."""
+    if d.get("state"):
+        print(f"state: {d['state']}\n")
+    stages = [[s, n, d["reached"].get(s, 0)] for s, n in d["current"].items()]
+    print(_table(stages, ["stage", "people now", "reached (recorded)"]))
     print()
     rows = [
         [
@@ -194,7 +216,9 @@ def print_report(d: dict[str, Any]) -> None:
         ]
         for c in d["conversion"]
     ]
-    print(_table(rows, ["conversion", "reached from", "reached to", "rate"]))
+    print(_table(rows, ["conversion", "reached from", "then reached to", "rate"]))
+    print()
+    print(textwrap.fill(d["basis"], width=100))
     if d["handoffs_per_rep"]:
         print()
         print(_table([[r, n] for r, n in sorted(d["handoffs_per_rep"].items())], ["rep", "handoffs"]))

@@ -8,11 +8,14 @@ transaction, so a crash leaves the store as of the last completed step.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -36,6 +39,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    or_,
     select,
     update,
 )
@@ -272,6 +276,7 @@ class StateStore:
         metadata.create_all(self.engine)
 
     def close(self) -> None:
+        _stop_beats(self)
         self.engine.dispose()
 
     # --- watermarks ---------------------------------------------------------
@@ -652,8 +657,9 @@ class StateStore:
     def record_stages(
         self, stages: dict[str, str], at: datetime, entered: Mapping[str, datetime] | None = None
     ) -> None:
-        """Remember each person's current stage and when they first reached it
-        (``entered`` where the CRM says when, else ``at``)."""
+        """Remember each person's current stage and, the first time they are seen in it, an
+        entry into it: at ``entered`` where the CRM says when (HubSpot's stage-date
+        property), else ``at``. Only the stage seen is recorded: never earlier stages."""
         if not stages:
             return
         with self._begin() as conn:
@@ -688,19 +694,44 @@ class StateStore:
             ).all()
         return {stage: int(n) for stage, n in rows}
 
-    def stage_reach(self) -> dict[str, set[str]]:
-        """Stage -> people who have ever been in it."""
-        out: dict[str, set[str]] = {}
+    def stage_entries(self) -> dict[str, int]:
+        """Stage -> how many people have a recorded entry into it (one GROUP BY)."""
         with self._connect() as conn:
-            for key, stage in conn.execute(select(stage_history.c.person_key, stage_history.c.stage)):
-                out.setdefault(stage, set()).add(key)
-        return out
+            rows = conn.execute(
+                select(stage_history.c.stage, func.count()).group_by(stage_history.c.stage)
+            ).all()
+        return {stage: int(n) for stage, n in rows}
+
+    def stage_conversions(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """``(a, b)`` -> how many people have recorded entries into both ``a`` and ``b``, ``b``
+        entered at or after ``a`` (one self-join on the history, grouped: no per-person rows)."""
+        if not pairs:
+            return {}
+        a, b = stage_history.alias("a"), stage_history.alias("b")
+        query = (
+            select(a.c.stage, b.c.stage, func.count())
+            .select_from(a.join(b, and_(a.c.person_key == b.c.person_key, b.c.entered_at >= a.c.entered_at)))
+            .where(or_(*(and_(a.c.stage == x, b.c.stage == y) for x, y in pairs)))
+            .group_by(a.c.stage, b.c.stage)
+        )
+        with self._connect() as conn:
+            found = {(x, y): int(n) for x, y, n in conn.execute(query)}
+        return {pair: found.get(pair, 0) for pair in pairs}
 
     # --- runs and errors -----------------------------------------------------
     def start_run(self, at: datetime) -> int:
+        """Record a new run as 'running', owned by this process (``_RunBeat`` shows it alive);
+        first, runs left 'running' by a process that ended (kill -9, a crash) are marked
+        failed (``INTERRUPTED``). Another live process's run is never marked."""
+        self.fail_running_runs(INTERRUPTED, datetime.now(UTC))
+        owner = {**_this_process(), "beat": datetime.now(UTC).isoformat()}
         with self._begin() as conn:
-            result = conn.execute(insert(runs).values(started_at=at, status="running"))
-            return int(result.inserted_primary_key[0])  # type: ignore[index]
+            result = conn.execute(
+                insert(runs).values(started_at=at, status="running", summary={"owner": owner})
+            )
+            run_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+        _RunBeat(self, run_id, owner)
+        return run_id
 
     def finish_run(self, run_id: int, status: str, summary: dict[str, Any], at: datetime) -> None:
         with self._begin() as conn:
@@ -709,6 +740,7 @@ class StateStore:
                 .where(runs.c.id == run_id)
                 .values(status=status, summary=json.loads(json.dumps(summary, default=str)), finished_at=at)
             )
+        _RunBeat.end(self.url, run_id)
 
     def recent_runs(self, limit: int = 10) -> list[dict[str, Any]]:
         with self._connect() as conn:
@@ -763,18 +795,26 @@ class StateStore:
             return int(conn.execute(select(func.max(runs.c.id))).scalar() or 0)
 
     def fail_running_runs(self, reason: str, at: datetime, after_id: int = 0) -> int:
-        """Mark runs still 'running' (id > after_id) as failed with ``reason``; how many."""
+        """Mark runs still 'running' (id > after_id) whose process is gone as failed with
+        ``reason`` (``_run_alive``: a run of another live process or thread is left alone);
+        how many."""
+        me, wall = _this_process(), datetime.now(UTC)
         with self._begin() as conn:
             rows = conn.execute(
-                select(runs.c.id, runs.c.summary).where(runs.c.status == "running", runs.c.id > after_id)
+                select(runs.c.id, runs.c.started_at, runs.c.summary).where(
+                    runs.c.status == "running", runs.c.id > after_id
+                )
             ).all()
-            for run_id, summary in rows:
+            dead = [r for r in rows if not _run_alive(self.url, r.id, r.started_at, r.summary, me, wall)]
+            for run_id, _, summary in dead:
                 conn.execute(
                     update(runs)
-                    .where(runs.c.id == run_id)
+                    .where(runs.c.id == run_id, runs.c.status == "running")
                     .values(status="failed", finished_at=at, summary={**(summary or {}), "reason": reason})
                 )
-        return len(rows)
+        for run_id, _, _ in dead:
+            _RunBeat.end(self.url, run_id)
+        return len(dead)
 
     def runs_by_status(
         self, statuses: Sequence[str], limit: int = 10, exclude: bool = False
@@ -789,6 +829,122 @@ class StateStore:
         """Forget runs of ``status`` (e.g. skipped) started before ``before``."""
         with self._begin() as conn:
             conn.execute(delete(runs).where(runs.c.status == status, runs.c.started_at < before))
+
+
+INTERRUPTED = "interrupted: the process ended before the run finished"
+RUN_BEAT_SECONDS = 30.0  # how often a running run's process says it is alive
+RUN_SILENT_SECONDS = 300.0  # a run on another machine silent this long is dead
+
+
+class _RunBeat:
+    """The running runs of this process: each touches its row every ``RUN_BEAT_SECONDS``
+    (a daemon thread) until it finishes, so other machines can tell it is alive."""
+
+    active: dict[tuple[str, int], _RunBeat] = {}
+    lock = threading.Lock()
+
+    def __init__(self, store: StateStore, run_id: int, owner: dict[str, Any]) -> None:
+        self.store, self.thread, self.stop = store, threading.get_ident(), threading.Event()
+        with self.lock:
+            self.active[(store.url, run_id)] = self
+        if store.engine.url.database not in (None, "", ":memory:"):  # others can see the row
+            threading.Thread(
+                target=self._beat, args=(run_id, owner), name=f"run-{run_id}-beat", daemon=True
+            ).start()
+
+    def _beat(self, run_id: int, owner: dict[str, Any]) -> None:
+        while not self.stop.wait(RUN_BEAT_SECONDS):
+            beat = {"owner": {**owner, "beat": datetime.now(UTC).isoformat()}}
+            try:
+                with self.store.engine.begin() as conn:
+                    touched = conn.execute(
+                        update(runs)
+                        .where(runs.c.id == run_id, runs.c.status == "running")
+                        .values(summary=beat)
+                    ).rowcount
+            except Exception:  # a busy or unreachable database: the next beat tries again
+                continue
+            if not touched:
+                return
+
+    @classmethod
+    def end(cls, url: str, run_id: int) -> None:
+        with cls.lock:
+            beat = cls.active.pop((url, run_id), None)
+        if beat is not None:
+            beat.stop.set()
+
+    @classmethod
+    def running_elsewhere(cls, url: str, run_id: int) -> bool | None:
+        """Whether this process runs ``run_id`` on a thread other than the caller's (the
+        caller's own earlier run is over: a thread runs one cycle at a time); None: not ours."""
+        with cls.lock:
+            beat = cls.active.get((url, run_id))
+        return None if beat is None else beat.thread != threading.get_ident()
+
+
+def _stop_beats(store: StateStore) -> None:
+    with _RunBeat.lock:
+        for beat in _RunBeat.active.values():
+            if beat.store is store:
+                beat.stop.set()
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return ""
+
+
+def _proc_stat(pid: int) -> tuple[str, str]:
+    """(state, start time in ticks since boot) of process ``pid`` from /proc; '' unknown."""
+    fields = _read(f"/proc/{pid}/stat").rsplit(")", 1)[-1].split()
+    return (fields[0], fields[19]) if len(fields) > 19 else ("", "")
+
+
+def _this_process() -> dict[str, Any]:
+    """Who runs a run: the machine (host, boot, pid namespace), the pid and its start time."""
+    try:
+        ns = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        ns = ""
+    machine = f"{socket.gethostname()}|{_read('/proc/sys/kernel/random/boot_id')}|{ns}"
+    return {"machine": machine, "pid": os.getpid(), "since": _proc_stat(os.getpid())[1]}
+
+
+def _pid_alive(pid: int, since: str) -> bool:
+    """Whether process ``pid`` (started at ``since``, if known) still runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, run by another user
+    state, started = _proc_stat(pid)
+    return state not in ("Z", "X") and (not since or not started or started == since)
+
+
+def _run_alive(
+    url: str, run_id: int, started_at: datetime, summary: Any, me: dict[str, Any], now: datetime
+) -> bool:
+    """Whether a 'running' run's process may still be running it: this process's runs by its
+    registry; another process on this machine by its pid; another machine's by its beat."""
+    owner = (summary or {}).get("owner") if isinstance(summary, dict) else None
+    if not isinstance(owner, dict):  # recorded before runs had owners: by its age
+        return now - (_utc(started_at) or now) < timedelta(seconds=RUN_SILENT_SECONDS)
+    here = _RunBeat.running_elsewhere(url, run_id)
+    if here is not None:
+        return here
+    if owner.get("machine") == me["machine"] and os.name == "posix":
+        if owner.get("pid") == me["pid"] and owner.get("since") == me["since"]:
+            return False  # this process, no longer running it: its cycle ended unfinished
+        return _pid_alive(int(owner.get("pid") or 0), str(owner.get("since") or ""))
+    try:
+        beat = _utc(datetime.fromisoformat(str(owner.get("beat"))))
+    except ValueError:
+        return False
+    return beat is not None and now - beat < timedelta(seconds=RUN_SILENT_SECONDS)
 
 
 def _person_row(p: Person) -> dict[str, Any]:
