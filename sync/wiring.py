@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -146,13 +147,23 @@ def _state_exists(url: str) -> bool:
 
 
 def build_engine(
-    settings: Settings, mapping: MappingSet, state: StateStore, clock: Clock = utc_now
+    settings: Settings,
+    mapping: MappingSet,
+    state: StateStore,
+    clock: Clock = utc_now,
+    fence: Callable[[str], None] | None = None,
 ) -> Engine:
-    """The engine and its connectors, all reading ``clock`` (shifted by ``sync --as-of``)."""
+    """The engine and its connectors, all reading ``clock`` (shifted by ``sync --as-of``);
+    with ``fence`` (``handoff run``'s lease check) called before every CRM write batch."""
+    connectors = build_connectors(settings, mapping, clock)
+    if fence is not None:
+        from sync.fence import fenced
+
+        connectors = fenced(connectors, fence)
     return Engine(
         mapping,
         state,
-        build_connectors(settings, mapping, clock),
+        connectors,
         lookback=timedelta(seconds=settings.handoff_lookback_seconds),
         clock=clock,
         activity_lookback=timedelta(seconds=settings.handoff_activity_lookback_seconds),

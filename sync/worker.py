@@ -4,8 +4,12 @@ APScheduler 3 (BackgroundScheduler) fires the jobs of ``sync.schedule``: no two 
 a job at once (``max_instances=1``), missed runs coalesced into one, late runs dropped
 after ``HANDOFF_MISFIRE_GRACE_SECONDS``. Every run first takes the ``cycle`` lease in
 the state database, so among several replicas exactly one runs a cycle at a time;
-the others skip and say why. Each run binds a ``run_id`` to every log line, records
-skipped and failed runs with their reason (``handoff status``), and feeds the metrics.
+the others skip and say why. The lease is fenced: right before every CRM write batch
+the cycle's connectors confirm (and extend) this run's tenure of it in the database
+(holder + generation, ``sync.fence``), so a replica that was paused past its TTL and
+resumed after another took over stops without writing. Each run binds a ``run_id`` to
+every log line, records skipped and failed runs with their reason (``handoff status``),
+and feeds the metrics.
 
 On SIGTERM/SIGINT the worker stops accepting jobs, lets the cycle in flight finish
 (at most ``HANDOFF_STOP_TIMEOUT_SECONDS``; past that it exits and the ledger's intents
@@ -33,7 +37,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from mappings.loader import load_mappings
 from sync import logs
 from sync.errors import CrmError, HandoffError
-from sync.lease import Heartbeat, Leases, default_holder
+from sync.lease import LOST, Fence, Heartbeat, Leases, default_holder
 from sync.metrics import Metrics, MetricsServer
 from sync.schedule import Job, load_schedule
 from sync.settings import Settings
@@ -57,6 +61,15 @@ def failure_reason(exc: BaseException) -> str:
     if isinstance(exc, HandoffError):
         return _scrub(str(exc)) or type(exc).__name__
     return _scrub(f"{type(exc).__name__}: {exc}")
+
+
+def _still_held(fence: Fence) -> bool:
+    """Whether the database still says the lease is this tenure's (True if it cannot say)."""
+    try:
+        return fence.renew()
+    except Exception as exc:
+        log.warning("lease_renew_failed", lease=fence.name, error=type(exc).__name__)
+        return True
 
 
 class Worker:
@@ -103,24 +116,32 @@ class Worker:
             return self._skip(job, "lease_held", lease.reason())
         if lease.previous:
             self._abandon(lease.previous)
+        fence = Fence(self.leases, LEASE, self.holder, lease.generation, ttl)
         try:
-            with Heartbeat(self.leases, LEASE, self.holder, ttl) as beat:
-                return self._run(job, lambda: self._stop_reason(beat))
+            with Heartbeat(fence):
+                return self._run(job, lambda: self._stop_reason(fence), fence)
         finally:
             try:
-                self.leases.release(LEASE, self.holder)
+                fence.release()
             except Exception as exc:  # it expires on its own
                 log.warning("lease_release_failed", error=type(exc).__name__)
 
-    def _stop_reason(self, beat: Heartbeat) -> str | None:
-        """Why the cycle in flight should stop at its next safe point, if it should."""
-        if beat.lost.is_set():
-            return "stopped: the lease was lost to another replica"
+    def _stop_reason(self, fence: Fence) -> str | None:
+        """Why the cycle in flight should stop at its next safe point, if it should.
+
+        The lease is confirmed in the database here too (not only by the heartbeat), so a
+        replica resumed after a pause stops at once; a database error leaves the decision
+        to the write fence, which never writes unconfirmed.
+        """
+        if fence.lost.is_set() or not _still_held(fence):
+            return LOST
         if self.stopping.is_set():
             return "stopped: the worker is shutting down (SIGTERM/SIGINT)"
         return None
 
-    def _run(self, job: str, should_stop: Callable[[], str | None] | None = None) -> str:
+    def _run(
+        self, job: str, should_stop: Callable[[], str | None] | None = None, fence: Fence | None = None
+    ) -> str:
         from sync.cycle import run_cycle
         from sync.wiring import build_engine
 
@@ -130,7 +151,7 @@ class Worker:
         try:
             log.info("run_started", worker=self.holder)
             mapping = load_mappings(self.config or self.settings.handoff_config)
-            engine = build_engine(self.settings, mapping, self.state)
+            engine = build_engine(self.settings, mapping, self.state, fence=fence.check if fence else None)
             result = run_cycle(engine, datetime.now(UTC), should_stop=should_stop)
         except Exception as exc:
             return self._failed(job, run_uid, exc, last_id)
