@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -112,11 +113,15 @@ def _shut_down(procs: list[Any]) -> list[float]:
     for p in procs:
         if p.poll() is None:
             p.send_signal(signal.SIGCONT)
-    times = [stop(p) for p in procs if p.poll() is None]
+    times = []
     for p in procs:
         if p.poll() is None:
-            p.kill()
-            p.wait(timeout=10)
+            try:
+                times.append(stop(p))
+            except subprocess.TimeoutExpired:  # never leave a replica behind
+                p.kill()
+                p.wait(timeout=10)
+                times.append(float("inf"))
     return times
 
 
