@@ -35,9 +35,11 @@ from sync.engine import (
     reasons_json,
 )
 from sync.errors import CrmError, QuotaExhausted, StopRequested
+from sync.preflight import check_before_writes
 from sync.profiles import Profile
 from sync.records import Activity, Person, PersonCreate, PersonUpdate, TaskRequest, WriteResult
 from sync.routing import Assignment, week_start
+from sync.setaside import is_set_aside
 from sync.state import LedgerEntry
 
 log = structlog.get_logger("handoff.cycle")
@@ -77,10 +79,13 @@ def run_cycle(
     """
     ctx = CycleContext(now=now, dry_run=dry_run, should_stop=should_stop)
     plan = HandoffPlan()
-    if not dry_run:
-        ctx.run_id = engine.state.start_run(now)
-    log.info("cycle_started", run=ctx.run_id, dry_run=dry_run)
     try:
+        check_before_writes(  # a ConfigError here ends the run before anything is written
+            engine.mapping, engine.state, engine.connectors, engine.config_path, now, remember=not dry_run
+        )
+        if not dry_run:
+            ctx.run_id = engine.state.start_run(now)
+        log.info("cycle_started", run=ctx.run_id, dry_run=dry_run)
         engine.load_owners(ctx)
         engine.open_pulls(ctx)  # people pages are fetched while activity is pulled
         try:
@@ -194,9 +199,11 @@ def _process(engine: Engine, ctx: CycleContext, people: list[Person], fresh: boo
         for key, prof in profiles.items():
             _sync_writes(engine, prof, writes)
             q = ctx.qualifications[key]
-            if q.qualified and engine.episode(ctx, key, prof.stage)[1]:
-                ctx.qualified.add(key)
-                engine.enqueue(ctx, prof, q)
+            blocked = engine.blocked(q)
+            if (q.qualified or blocked) and engine.episode(ctx, key, prof.stage)[1]:
+                if q.qualified:
+                    ctx.qualified.add(key)
+                engine.enqueue(ctx, prof, q, blocked)
                 if len(ctx.profiles) < KEEP_PROFILES:
                     ctx.profiles[key] = prof
                     continue
@@ -374,6 +381,10 @@ def _nurture(engine: Engine, ctx: CycleContext, plan: HandoffPlan, deferred: Seq
     writes = _Writes()
     for key in deferred:
         _nurture_writes(engine, ctx, key, reasons.get(key, STATUS_WAITING), queued.get(key), writes)
+    for key in sorted(plan.set_aside_errors):
+        row = queued.get(key) or {}
+        if row.get("status_written") != reasons[key]:  # said once, when first set aside
+            _set_aside_error(engine, ctx, row.get("snapshot") or {}, key, reasons[key])
     _apply_writes(engine, ctx, writes)
     for key in deferred:
         reason = reasons.get(key, STATUS_WAITING)
@@ -383,7 +394,22 @@ def _nurture(engine: Engine, ctx: CycleContext, plan: HandoffPlan, deferred: Seq
 
 
 def _waiting_status(reason: str) -> str:
+    if is_set_aside(reason):
+        return reason
     return STATUS_WAITING if reason.startswith("rep capacity") else f"waiting: {reason}"
+
+
+def _set_aside_error(
+    engine: Engine, ctx: CycleContext, snap: Mapping[str, Any], key: str, reason: str
+) -> None:
+    """A person set aside for their records' data: a record error on each of those records."""
+    for crm in engine.connectors:
+        pid = snap.get(f"{crm}_id")
+        if pid:
+            kind = snap.get(f"{crm}_type") or "contact"
+            _error(engine, ctx, crm, f"{crm}:{kind}/{pid}", reason)
+    if not any(snap.get(f"{crm}_id") for crm in engine.connectors):
+        _error(engine, ctx, "state", key, reason)
 
 
 def _create_missing_people(engine: Engine, ctx: CycleContext, handoffs: Sequence[PlannedHandoff]) -> None:
@@ -397,30 +423,50 @@ def _create_missing_people(engine: Engine, ctx: CycleContext, handoffs: Sequence
             todo.setdefault("hubspot", []).append((h, _contact_create(engine, ctx, prof, h)))
     for crm, items in todo.items():
         results = {r.key: r for r in engine.connectors[crm].create_people([c for _, c in items])}
+        taken = _linked_elsewhere(engine, crm, [r.crm_id for r in results.values() if r.ok and r.crm_id])
         for h, create in items:
-            res = results.get(create.external_id)
-            if res is None or not res.ok or not res.crm_id:
-                _error(
-                    engine,
-                    ctx,
-                    crm,
-                    f"create for {h.profile.key}",
-                    (res.error if res else None) or "no result",
-                )
+            person = _created(engine, ctx, crm, h, create, results.get(create.external_id), taken)
+            if person is None:
                 continue
-            ctx.count("created", crm, 1 if res.created is not False else 0)
-            person = Person(
-                crm=crm,  # type: ignore[arg-type]
-                id=res.crm_id,
-                object_type=create.object_type,
-                email=h.profile.email,
-                values={k: None if v is None else str(v) for k, v in create.values.items()},
-                modified_at=ctx.now,
-                linked_id=create.external_id,
-            )
             setattr(h.profile, crm, person)
+            taken[person.id] = h.profile.key  # a second create in this batch matching it is not them
             engine.state.save_people([person])
             engine.state.save_identities([h.profile.identity()])
+
+
+def _created(
+    engine: Engine,
+    ctx: CycleContext,
+    crm: str,
+    h: PlannedHandoff,
+    create: PersonCreate,
+    res: WriteResult | None,
+    taken: Mapping[str, str],
+) -> Person | None:
+    """The person a create made (or matched), or None with the reason recorded."""
+    owner = taken.get(res.crm_id or "") if res else None
+    if res is None or not res.ok or not res.crm_id or (owner and owner != h.profile.key):
+        reason = (res.error if res else None) or "no result"
+        if owner and res and res.ok:  # the CRM matched a record that is someone else
+            reason = f"set aside: the {crm} record {res.crm_id} it matched is already {owner}"
+        _error(engine, ctx, crm, f"create for {h.profile.key}", reason)
+        return None
+    ctx.count("created", crm, 1 if res.created is not False else 0)
+    return Person(
+        crm=crm,  # type: ignore[arg-type]
+        id=res.crm_id,
+        object_type=create.object_type,
+        email=h.profile.email,
+        values={k: None if v is None else str(v) for k, v in create.values.items()},
+        modified_at=ctx.now,
+        linked_id=create.external_id,
+    )
+
+
+def _linked_elsewhere(engine: Engine, crm: str, ids: Sequence[str]) -> dict[str, str]:
+    """Record id -> the person key its identity already belongs to."""
+    found = engine.state.identities_for(ids if crm == "hubspot" else [], ids if crm != "hubspot" else [], [])
+    return {str(i.hubspot_id if crm == "hubspot" else i.salesforce_id): i.person_key for i in found}
 
 
 def _mapped_values(engine: Engine, prof: Profile, crm: str, object_type: str) -> dict[str, Any]:
@@ -668,7 +714,8 @@ def _nurture_writes(
         values = _handoff_values(engine, crm, status, shown, score, "", ctx.now)
         if person is not None:
             own = prof.hubspot_stage if crm == "hubspot" else prof.salesforce_stage  # type: ignore[union-attr]
-            values |= _stage_values(engine, crm, person, own, "mql", writes) if own == "lead" else {}
+            if own == "lead" and not is_set_aside(reason):  # waiting to be worked: an MQL
+                values |= _stage_values(engine, crm, person, own, "mql", writes)
             writes.put(crm, person.id, person.object_type, values)
         elif snap.get(f"{crm}_id"):
             writes.put(
@@ -795,7 +842,8 @@ def _summary(engine: Engine, ctx: CycleContext, plan: HandoffPlan) -> dict[str, 
         "handed_off_per_rep": dict(per_rep),
         "capacity_per_rep": plan.capacity,
         "unavailable_reps": plan.unavailable_reps,
-        "kept_in_nurture": len(plan.nurture),
+        "kept_in_nurture": sum(1 for n in plan.nurture if not is_set_aside(n.reason)),
+        "set_aside": sum(1 for n in plan.nurture if is_set_aside(n.reason)),
         "nurture_reasons": dict(Counter(n.reason for n in plan.nurture)),
         "tasks_created": counts["tasks_created"],
         "tasks_already_existed": counts["tasks_existing"],

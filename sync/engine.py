@@ -14,9 +14,10 @@ import json
 import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -24,13 +25,14 @@ from more_itertools import chunked
 
 from connectors.base import Connector
 from mappings.models import MappingSet, Rep
-from sync.brief import Brief, build_brief
+from sync.brief import Brief, build_brief, rep_view
 from sync.clock import Clock, utc_now
 from sync.errors import StopRequested
 from sync.profiles import IdentityIndex, Profile, group_people, resolve
 from sync.qualify import Qualification, Reason, qualify
-from sync.records import Activity, Owner, PeoplePage, Person
-from sync.routing import Candidate, RoutingPlan, plan_routing, week_start
+from sync.records import Activity, Owner, PeoplePage, Person, normalize_email
+from sync.routing import Candidate, Deferral, RoutingPlan, plan_routing, week_start
+from sync.setaside import QueuedPerson, SetAside, missing_email, set_aside
 from sync.state import LedgerEntry, StateStore
 
 log = structlog.get_logger("handoff.engine")
@@ -101,6 +103,7 @@ class HandoffPlan:
     nurture: list[NurtureItem] = field(default_factory=list)
     capacity: dict[str, dict[str, int]] = field(default_factory=dict)
     unavailable_reps: dict[str, str] = field(default_factory=dict)
+    set_aside_errors: set[str] = field(default_factory=set)  # person keys set aside as record errors
 
 
 @dataclass
@@ -307,8 +310,10 @@ class Engine:
         lookback: timedelta = DEFAULT_LOOKBACK,
         clock: Clock = utc_now,
         activity_lookback: timedelta = DEFAULT_ACTIVITY_LOOKBACK,
+        config_path: Path | str | None = None,
     ) -> None:
         self.mapping = mapping
+        self.config_path = config_path  # where the mapping files are, for error lines
         self.state = state
         self.connectors = connectors
         self.lookback = lookback
@@ -658,8 +663,11 @@ class Engine:
                 rows[key] = row
         return sorted(rows.values(), key=lambda r: (-int(r["score"]), str(r["queued_at"]), r["person_key"]))
 
-    def enqueue(self, ctx: CycleContext, prof: Profile, q: Qualification) -> None:
+    def enqueue(self, ctx: CycleContext, prof: Profile, q: Qualification, blocked: str | None = None) -> None:
+        """Queue a sales-ready person (or, ``blocked``, one set aside with that reason)."""
         snap = self.snapshot(ctx, prof)
+        if blocked:
+            snap["set_aside"] = blocked
         if ctx.dry_run:
             ctx.queue_overlay[prof.key] = {
                 "person_key": prof.key,
@@ -671,6 +679,10 @@ class Engine:
             }
         else:  # written with the chunk (``flush_queue``)
             ctx.pending_queue.append((prof.key, q.score, snap, "sales-ready", ctx.now))
+
+    def blocked(self, q: Qualification) -> str | None:
+        """Why a person who is not sales-ready is still queued, set aside (no email)."""
+        return None if q.qualified else missing_email(q.score, self.mapping.sales_ready.threshold, q.blockers)
 
     def flush_queue(self, ctx: CycleContext) -> None:
         """Write the people ``enqueue`` gathered, in one transaction."""
@@ -716,7 +728,7 @@ class Engine:
         return tuple(c for c in crms if c in self.connectors)
 
     def plan(self, ctx: CycleContext) -> tuple[HandoffPlan, RoutingPlan]:
-        """Route the whole queue within this week's capacity."""
+        """Route the whole queue within this week's capacity; set-aside people are not routed."""
         reps, unavailable = self.available_reps(ctx)
         weeks = {r.email: week_start(ctx.now, r.timezone) for r in self.mapping.reps.reps}
         used = self.state.used_capacity(weeks)
@@ -731,8 +743,17 @@ class Engine:
             )
             for r in rows
         ]
-        routing = plan_routing(candidates, reps, used, self.mapping.reps.pools)
-        plan = HandoffPlan(unavailable_reps=unavailable)
+        aside = self._set_aside(rows)
+        routing = plan_routing(
+            [c for c in candidates if c.person_key not in aside], reps, used, self.mapping.reps.pools
+        )
+        set_aside_deferrals = tuple(
+            Deferral(c, aside[c.person_key].reason) for c in candidates if c.person_key in aside
+        )
+        routing = replace(routing, deferrals=routing.deferrals + set_aside_deferrals)
+        plan = HandoffPlan(
+            unavailable_reps=unavailable, set_aside_errors={k for k, a in aside.items() if a.is_error}
+        )
         for email, load in routing.loads.items():
             plan.capacity[email] = {
                 "capacity": load.capacity,
@@ -745,6 +766,19 @@ class Engine:
             key = d.candidate.person_key
             plan.nurture.append(NurtureItem(key, names.get(key, key), d.candidate.score, d.reason))
         return plan, routing
+
+    def _set_aside(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, SetAside]:
+        """Queued people who cannot be placed (``sync.setaside``), from the mirror and ledger."""
+        queued = [
+            QueuedPerson(
+                r["person_key"],
+                normalize_email((r["snapshot"] or {}).get("values", {}).get("email")),
+                (r["snapshot"] or {}).get("set_aside"),
+            )
+            for r in rows
+        ]
+        emails = [q.email for q in queued if q.email]
+        return set_aside(queued, self.state.records_per_email(emails), self.state.handed_off_by_email(emails))
 
     def load_profiles(self, ctx: CycleContext, keys: Sequence[str]) -> None:
         """Candidate profiles not in memory, rebuilt from the mirror and re-scored."""
@@ -767,7 +801,7 @@ class Engine:
             q.score,
             q.reasons,
             ctx.activities.get(key, []),
-            {"name": rep.name, "email": rep.email},
+            rep_view(rep),
             ctx.now,
         )
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
+from connectors.base import Connector
 from mappings.live import Problem, check_hubspot, check_salesforce
 from mappings.loader import locate
 from mappings.models import MappingSet
@@ -11,12 +13,9 @@ from sync.settings import Settings
 from sync.wiring import build_connectors
 
 
-def check_live(
-    settings: Settings, mapping: MappingSet, config: Path | str | None
-) -> tuple[list[str], list[str]]:
-    """(CRMs checked, one line per problem found)."""
+def read_problems(mapping: MappingSet, connectors: Mapping[str, Connector]) -> list[Problem]:
+    """Every problem of the mapping against each connected CRM's live schema."""
     problems: list[Problem] = []
-    connectors = build_connectors(settings, mapping)
     for crm, conn in connectors.items():
         if crm == "hubspot":
             from connectors.hubspot import live as hs
@@ -26,5 +25,13 @@ def check_live(
             from connectors.salesforce import live as sf
 
             problems += check_salesforce(mapping, sf.read_schema(conn), sf.own_fields())  # type: ignore[arg-type]
-    lines = locate(config, problems)
+    return problems
+
+
+def check_live(
+    settings: Settings, mapping: MappingSet, config: Path | str | None
+) -> tuple[list[str], list[str]]:
+    """(CRMs checked, one line per problem found)."""
+    connectors = build_connectors(settings, mapping)
+    lines = locate(config, read_problems(mapping, connectors))
     return sorted(connectors), lines

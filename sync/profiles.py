@@ -13,7 +13,7 @@ from datetime import datetime
 from mappings.lifecycle import merged_stage, person_stage
 from mappings.models import MappingSet
 from sync.fieldsync import decide
-from sync.records import Person
+from sync.records import Person, normalize_email
 from sync.state import Identity
 
 
@@ -33,8 +33,7 @@ class Profile:
 
     @property
     def email(self) -> str | None:
-        email = self.values.get("email") or (self.hubspot or self.salesforce or _NOBODY).email
-        return email.lower() if email else None
+        return normalize_email(self.values.get("email")) or (self.hubspot or self.salesforce or _NOBODY).email
 
     @property
     def name(self) -> str:
@@ -56,6 +55,7 @@ class Profile:
 
 
 KEY_PREFIX = {"hubspot": "hs", "salesforce": "sf"}
+EMAIL_FIELD = "email"  # the canonical field that holds the identity email (fields.yaml)
 
 _NOBODY = Person(crm="hubspot", id="", object_type="contact", email=None, values={}, modified_at=datetime.min)
 
@@ -77,8 +77,9 @@ class IdentityIndex:
             self.by_hs[ident.hubspot_id] = ident.person_key
         if ident.salesforce_id:
             self.by_sf[ident.salesforce_id] = ident.person_key
-        if ident.email:
-            self.by_email.setdefault(ident.email, ident.person_key)
+        email = normalize_email(ident.email)
+        if email:
+            self.by_email.setdefault(email, ident.person_key)
 
     def key_for(self, person: Person) -> str | None:
         own = self.by_hs if person.crm == "hubspot" else self.by_sf
@@ -87,7 +88,7 @@ class IdentityIndex:
             return own[person.id]
         if person.linked_id and person.linked_id in other:
             return other[person.linked_id]
-        email = (person.email or "").lower()
+        email = person.email  # normalised (``normalize_email``)
         key = self.by_email.get(email) if email else None
         if key is None:
             return None
@@ -142,8 +143,12 @@ def resolve(profile: Profile, mapping: MappingSet, last: Mapping[str, str | None
         hs_value = hs.values.get(fm.hubspot) if hs and fm.hubspot else None
         sf_name = fm.salesforce_name(sf.object_type) if sf else None
         sf_value = sf.values.get(sf_name) if sf and sf_name else None
+        if fm.name == EMAIL_FIELD:  # one address under two spellings is one value
+            hs_value, sf_value = normalize_email(hs_value), normalize_email(sf_value)
         if not (hs and sf and fm.hubspot and sf_name):
             profile.values[fm.name] = fm.to_hubspot(sf_value) if sf_value not in (None, "") else hs_value
+            if fm.name == EMAIL_FIELD:
+                profile.values[fm.name] = normalize_email(profile.values[fm.name])
             continue
         d = decide(
             fm,

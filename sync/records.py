@@ -27,6 +27,18 @@ ACTIVITY_KINDS = (
 )
 
 
+def normalize_email(raw: str | None) -> str | None:
+    """The identity form of an email address: trimmed and case-folded whole, None when blank.
+
+    Every place that decides identity (merge by email, activity matching, owner lookup)
+    compares this form, and crm-handoff writes it when it creates a person.
+    """
+    if raw is None:
+        return None
+    clean = str(raw).strip().casefold()
+    return clean or None
+
+
 @dataclass(frozen=True, slots=True)
 class Person:
     """A HubSpot contact or a Salesforce lead/contact as the CRM holds it."""
@@ -43,6 +55,9 @@ class Person:
     converted_to: str | None = None  # Salesforce: contact id a lead was converted to
     opportunity_stage: str | None = None  # Salesforce: stage of the person's opportunity
     field_modified_at: Mapping[str, datetime] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "email", normalize_email(self.email))
 
     @property
     def ref(self) -> str:
@@ -75,6 +90,9 @@ class Activity:
     email: str | None = None  # otherwise the person's email
     title: str = ""  # asset, form, page, campaign or subject
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "email", normalize_email(self.email))
+
 
 @dataclass(frozen=True, slots=True)
 class Owner:
@@ -85,6 +103,9 @@ class Owner:
     email: str
     name: str
     active: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "email", normalize_email(self.email) or "")
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,10 @@ from collections import Counter
 from typing import Any
 
 from mappings.models import MappingSet
+from sync.setaside import is_set_aside
 from sync.state import StateStore
+
+SET_ASIDE_SHOWN = 50  # set-aside people listed by ``handoff status`` (all are counted)
 
 
 def _table(rows: list[list[Any]], header: list[str]) -> str:
@@ -31,7 +34,8 @@ def print_summary(s: dict[str, Any]) -> None:
     skipped = f" ({echoes} unchanged but for our own writes, skipped)" if echoes else ""
     print(f"people pulled: {pulled}{skipped}; activities pulled: {s.get('activities_pulled', 0)}")
     print(f"profiles scored: {s['profiles_scored']}; sales-ready: {s['qualified']}")
-    print(f"handed off: {s['handed_off']}; kept in nurture: {s['kept_in_nurture']}")
+    aside = f"; set aside: {s['set_aside']} (see handoff status)" if s.get("set_aside") else ""
+    print(f"handed off: {s['handed_off']}; kept in nurture: {s['kept_in_nurture']}{aside}")
     rows = [
         [rep, c["capacity"], c["used_before"], s["handed_off_per_rep"].get(rep, 0), c["left"]]
         for rep, c in sorted(s["capacity_per_rep"].items())
@@ -103,7 +107,9 @@ def _leases(state: StateStore) -> list[dict[str, Any]]:
 
 
 def status_data(state: StateStore) -> dict[str, Any]:
-    queued = state.queued()
+    everyone = state.queued()
+    aside = [q for q in everyone if is_set_aside(q["reason"] or "")]
+    queued = [q for q in everyone if not is_set_aside(q["reason"] or "")]
     return {
         "runs": [_run_row(r) for r in state.runs_by_status(["skipped"], 10, exclude=True)],
         "skipped": [_run_row(r) for r in state.runs_by_status(["skipped"], 5)],
@@ -118,6 +124,19 @@ def status_data(state: StateStore) -> dict[str, Any]:
                     "reason": q["reason"],
                 }
                 for q in queued[:10]
+            ],
+        },
+        "set_aside": {
+            "size": len(aside),
+            "people": [
+                {
+                    "person_key": q["person_key"],
+                    "name": (q["snapshot"] or {}).get("name"),
+                    "hubspot_id": (q["snapshot"] or {}).get("hubspot_id"),
+                    "salesforce_id": (q["snapshot"] or {}).get("salesforce_id"),
+                    "reason": q["reason"],
+                }
+                for q in aside[:SET_ASIDE_SHOWN]
             ],
         },
         "pending_intents": len(state.open_intents()),
@@ -156,6 +175,10 @@ def print_status(d: dict[str, Any]) -> None:
     print(f"\nnurture queue: {d['queue']['size']} waiting; pending handoff writes: {d['pending_intents']}")
     for q in d["queue"]["top"]:
         print(f"  {q['name'] or q['person_key']} ({q['person_key']}) score {q['score']}: {q['reason']}")
+    if d["set_aside"]["size"]:
+        print(f"\nset aside (not handed off until their records are fixed): {d['set_aside']['size']}")
+        for q in d["set_aside"]["people"]:
+            print(f"  {q['name'] or q['person_key']} ({q['person_key']}): {q['reason']}")
     if d["record_errors"]:
         print(f"\nrecords that failed in run {d['record_errors'][0]['run_id']}:")
         for e in d["record_errors"]:

@@ -350,6 +350,34 @@ class StateStore:
                         found[row.person_key] = Identity(*row)
         return list(found.values())
 
+    def records_per_email(self, emails: Sequence[str]) -> dict[str, dict[str, int]]:
+        """How many mirrored records of each CRM hold each email: email -> CRM -> count."""
+        out: dict[str, dict[str, int]] = {}
+        with self._connect() as conn:
+            for part in _parts(sorted(set(emails))):
+                rows = conn.execute(
+                    select(people.c.email, people.c.crm, func.count())
+                    .where(people.c.email.in_(part))
+                    .group_by(people.c.email, people.c.crm)
+                )
+                for email, crm, n in rows:
+                    out.setdefault(email, {})[crm] = int(n)
+        return out
+
+    def handed_off_by_email(self, emails: Sequence[str]) -> dict[str, str]:
+        """email -> the person key (lowest, when several) a handoff was recorded for."""
+        out: dict[str, str] = {}
+        with self._connect() as conn:
+            for part in _parts(sorted(set(emails))):
+                rows = conn.execute(
+                    select(identities.c.email, func.min(identities.c.person_key))
+                    .join(ledger, ledger.c.person_key == identities.c.person_key)
+                    .where(identities.c.email.in_(part), ledger.c.status != "failed")
+                    .group_by(identities.c.email)
+                )
+                out.update({email: key for email, key in rows})
+        return out
+
     def identities_by_key(self, keys: Sequence[str]) -> list[Identity]:
         with self._connect() as conn:
             rows: list[Any] = []
