@@ -1,7 +1,9 @@
 """The ``handoff`` command line.
 
-Exit codes: 0 ok; 1 some records failed (recorded in the state, see ``handoff status``)
-or a CRM failed; 2 usage or configuration error. A user mistake never prints a traceback.
+Exit codes (``sync.errors``, the README's table): 0 ok; 1 some records failed (recorded in
+the state, see ``handoff status``) or a CRM refused; 2 usage or configuration error; 75 a
+service (the state database, a CRM host) did not answer. Every command's failure is
+classified in ``main`` and printed as one line per problem: never a traceback for these.
 """
 
 from __future__ import annotations
@@ -14,14 +16,23 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from mappings.loader import load_mappings
 from mappings.models import MappingSet
 from sync import logs
 from sync.clock import shifted, utc_now
-from sync.errors import AuthError, ConfigError, CrmError, HandoffError, QuotaExhausted, UsageError
-from sync.settings import Settings, load_settings
-
-EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
+from sync.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    ConfigError,
+    HandoffError,
+    QuotaExhausted,
+    RetriableCrmError,
+    UsageError,
+    exit_code,
+)
+from sync.settings import SECRETS, Settings, load_settings
 
 
 class _Parser(argparse.ArgumentParser):
@@ -295,7 +306,7 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
 
     from sync.migrations import current, head, upgrade
     from sync.state import StateStore
-    from sync.wiring import _state_exists
+    from sync.wiring import _state_exists, state_error
 
     where = make_url(settings.handoff_state_url).render_as_string(hide_password=True)
     try:
@@ -317,8 +328,10 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             store.close()
     except OperationalError as exc:
-        reason = str(exc.orig or exc).strip().splitlines()[0]
-        raise ConfigError(f"HANDOFF_STATE_URL: cannot use the state database {where}: {reason}") from None
+        error = state_error(exc, settings.handoff_state_url)
+        if error is None:
+            raise
+        raise error from None
     return EXIT_OK
 
 
@@ -337,32 +350,65 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``handoff`` console script."""
+    settings: Settings | None = None
     try:
         args = _parser().parse_args(argv)
         settings = load_settings()
-        secrets = [
-            s.get_secret_value()
-            for s in (settings.hubspot_access_token, settings.salesforce_access_token)
-            if s
-        ]
-        logs.configure(settings.handoff_log_format, settings.handoff_log_level, secrets)
+        logs.configure(settings.handoff_log_format, settings.handoff_log_level, _secrets(settings))
         return COMMANDS[args.command](args, settings)
-    except (ConfigError, UsageError) as exc:
-        for line in str(exc).splitlines() or ["invalid configuration"]:
-            print(f"error: {line}", file=sys.stderr)
-        return EXIT_USAGE
-    except AuthError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except QuotaExhausted as exc:
-        print(f"stopped: {exc}; the next run continues where this one stopped", file=sys.stderr)
-        return EXIT_PARTIAL
-    except (CrmError, HandoffError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_PARTIAL
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        error = classify_failure(exc, settings)
+        if error is None:
+            raise  # not a user mistake nor the environment: a bug, shown in full
+        return _report(error, settings)
+
+
+def classify_failure(exc: BaseException, settings: Settings | None) -> HandoffError | None:
+    """The one place every command's failure is classified: crm-handoff's own errors as they
+    are, a state-database failure as a ``ConfigError`` or ``StateUnavailable``; None: a bug."""
+    if isinstance(exc, HandoffError):
+        return exc
+    from sync.wiring import state_error
+
+    return state_error(exc, settings.handoff_state_url if settings else "")
+
+
+def _report(error: HandoffError, settings: Settings | None) -> int:
+    """Print ``error`` (one line per problem, secrets hidden) and return its exit code."""
+    code = exit_code(error)
+    lines = error.problems if isinstance(error, ConfigError) else [str(error)]
+    hidden = _secrets(settings) if settings else []
+    for raw in lines or ["invalid configuration"]:
+        line = " ".join(str(raw).split())
+        for secret in hidden:
+            line = line.replace(secret, "***")
+        if isinstance(error, QuotaExhausted):
+            line = f"stopped: {line}; the next run continues where this one stopped"
+        elif isinstance(error, RetriableCrmError):
+            line = f"error: {line} (still failing after retries; nothing was lost: run again later)"
+        else:
+            line = f"error: {line}"
+        print(line, file=sys.stderr)
+    return code
+
+
+def _secrets(settings: Settings) -> list[str]:
+    """Every secret value the settings hold (tokens, keys, the state database's password)."""
+    values = [
+        v.get_secret_value()
+        for v in (getattr(settings, name.lower(), None) for name in SECRETS)
+        if isinstance(v, SecretStr) and v.get_secret_value()
+    ]
+    try:
+        from sqlalchemy.engine import make_url
+
+        password = make_url(settings.handoff_state_url).password
+    except Exception:  # a URL that does not parse holds no password to hide
+        password = None
+    return [*values, *([str(password)] if password else [])]
 
 
 if __name__ == "__main__":

@@ -3,19 +3,28 @@
 Secrets come only from the environment or from files: every secret ``X`` can also be
 given as ``X_FILE`` (a path, e.g. a mounted Kubernetes Secret). Secret values are
 ``SecretStr`` so they never print in logs, errors or ``repr``.
+
+Every setting is checked when the settings load, whatever the command: URLs are http(s)
+URLs, the state URL names an installed, known database driver, files exist, numbers are
+in range, ``HUBSPOT_EVENT_KINDS`` maps to real activity kinds. Each problem is one line
+naming the variable (exit 2); a secret's value is never echoed.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import ssl
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sync.errors import ConfigError
+from sync.records import ACTIVITY_KINDS
 
 SECRETS = (
     "HUBSPOT_ACCESS_TOKEN",
@@ -51,7 +60,7 @@ class Settings(BaseSettings):
     hubspot_base_url: str | None = None
     hubspot_access_token: SecretStr | None = None
     hubspot_event_kinds: str | None = Field(None, description="JSON object: event type -> activity kind")
-    hubspot_timeout_seconds: float = Field(60.0, gt=0)
+    hubspot_timeout_seconds: float = Field(60.0, gt=0, le=3_600)
     hubspot_api_version: str = Field(
         "v3",
         pattern=r"^(v3|\d{4}-\d{2})$",
@@ -62,7 +71,7 @@ class Settings(BaseSettings):
     salesforce_access_token: SecretStr | None = None
     salesforce_ca_bundle: Path | None = None
     salesforce_api_version: str = "62.0"
-    salesforce_timeout_seconds: float = Field(60.0, gt=0)
+    salesforce_timeout_seconds: float = Field(60.0, gt=0, le=3_600)
     salesforce_budget_run_percent: float = Field(
         25.0, gt=0, le=100, description="share of the daily API allocation one run may use"
     )
@@ -70,7 +79,10 @@ class Settings(BaseSettings):
         80.0, gt=0, le=100, description="stop when the org has used this share"
     )
     salesforce_bulk_threshold: int = Field(
-        10_000, ge=0, description="a first sync of more records than this per object uses Bulk API 2.0"
+        10_000,
+        ge=0,
+        le=100_000_000,
+        description="a first sync of more records than this per object uses Bulk API 2.0",
     )
     salesforce_window_lag_seconds: float = Field(
         2.0, ge=0, le=3600, description="pull windows end this far behind now"
@@ -80,20 +92,78 @@ class Settings(BaseSettings):
     @classmethod
     def _version(cls, value: str) -> str:
         value = value.removeprefix("v")
-        if not value.replace(".", "").isdigit():
+        if not re.fullmatch(r"\d{2,3}\.\d", value):
             raise ValueError("expected a version like 62.0")
         return value
 
+    @field_validator("handoff_log_format", "handoff_log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("hubspot_base_url", "salesforce_instance_url", "salesforce_login_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return check_url(value) if value else None
+
+    @field_validator("hubspot_event_kinds")
+    @classmethod
+    def _event_kinds(cls, value: str | None) -> str | None:
+        if value and value.strip():
+            parse_event_kinds(value)
+            return value
+        return None
+
+    @field_validator("handoff_state_url")
+    @classmethod
+    def _state_url(cls, value: str) -> str:
+        check_state_url(value)
+        return value
+
+    @field_validator("salesforce_ca_bundle")
+    @classmethod
+    def _ca_bundle(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            check_ca_bundle(value)
+        return value
+
+    @field_validator("handoff_config", "handoff_schedule_file", "salesforce_ca_bundle", mode="before")
+    @classmethod
+    def _blank_path(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("handoff_config", "handoff_schedule_file")
+    @classmethod
+    def _exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.exists():
+            raise ValueError(f"no such file or directory: {value}")
+        return value
+
+    @field_validator(
+        "hubspot_access_token",
+        "salesforce_access_token",
+        "salesforce_client_secret",
+        "salesforce_security_token",
+        "salesforce_refresh_token",
+        "hubspot_client_secret",
+        "hubspot_refresh_token",
+    )
+    @classmethod
+    def _token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and re.search(r"\s", value.get_secret_value()):
+            raise ValueError("contains whitespace (a pasted line break or space?)")
+        return value
+
+    @field_validator("handoff_metrics_host", "salesforce_client_id", "hubspot_client_id")
+    @classmethod
+    def _no_space(cls, value: str | None) -> str | None:
+        if value and re.search(r"\s", value):
+            raise ValueError("must be one word, without spaces")
+        return value
+
     def event_kinds(self) -> dict[str, str] | None:
-        if not self.hubspot_event_kinds:
-            return None
-        try:
-            data = json.loads(self.hubspot_event_kinds)
-        except ValueError as exc:
-            raise ConfigError(f"HUBSPOT_EVENT_KINDS: expected a JSON object ({exc})") from None
-        if not isinstance(data, dict):
-            raise ConfigError("HUBSPOT_EVENT_KINDS: expected a JSON object of event type -> kind")
-        return {str(k): str(v) for k, v in data.items()}
+        """``HUBSPOT_EVENT_KINDS`` as event type -> activity kind (None when not set)."""
+        return parse_event_kinds(self.hubspot_event_kinds) if self.hubspot_event_kinds else None
 
     @property
     def hubspot_enabled(self) -> bool:
@@ -145,9 +215,80 @@ class Settings(BaseSettings):
     handoff_metrics_host: str = "0.0.0.0"
     handoff_metrics_port: int = Field(9102, ge=0, le=65_535, description="0 disables /metrics, /healthz")
     handoff_lease_ttl_seconds: float = Field(30.0, ge=1, le=3_600)
-    handoff_misfire_grace_seconds: int = Field(60, ge=1)
+    handoff_misfire_grace_seconds: int = Field(60, ge=1, le=86_400)
     handoff_stop_timeout_seconds: float = Field(20.0, gt=0, le=3_600)
     handoff_worker_id: str | None = Field(None, description="Lease holder name (default host:pid)")
+
+
+def check_url(value: str) -> str:
+    """An http(s) URL with a host and nothing after the path, without its trailing ``/``."""
+    text = value.strip()
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError as exc:
+        raise ValueError(f"not a URL ({exc})") from None
+    if re.search(r"\s", text) or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http(s) URL such as https://api.example.com")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ValueError("expected scheme://host[:port][/path], without credentials, query or fragment")
+    return text.rstrip("/")
+
+
+def parse_event_kinds(value: str) -> dict[str, str]:
+    """``HUBSPOT_EVENT_KINDS``: a JSON object of HubSpot event type -> a real activity kind."""
+    try:
+        data = json.loads(value)
+    except ValueError as exc:
+        raise ValueError(f"expected a JSON object ({exc})") from None
+    if not isinstance(data, dict) or not data:
+        raise ValueError(
+            'expected a JSON object of event type -> activity kind, e.g. {"e_visited_page": "page_view"}'
+        )
+    out: dict[str, str] = {}
+    for event, kind in data.items():
+        if not event.strip() or re.search(r"\s", event):
+            raise ValueError(f"{event!r} is not an event type name")
+        if kind not in ACTIVITY_KINDS:
+            raise ValueError(
+                f"{event}: unknown activity kind {kind!r}; expected one of {', '.join(ACTIVITY_KINDS)}"
+            )
+        out[event] = str(kind)
+    return out
+
+
+def check_state_url(value: str) -> None:
+    """A SQLAlchemy URL whose dialect is known and whose (synchronous) driver is installed."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        raise ValueError(
+            "not a database URL; expected sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST/DB"
+        ) from None
+    try:
+        dialect = url.get_dialect()
+        dialect.import_dbapi()
+    except ArgumentError:  # NoSuchModuleError
+        raise ValueError(
+            f"unknown database dialect {url.drivername!r}; expected sqlite or postgresql+psycopg"
+        ) from None
+    except ImportError as exc:
+        raise ValueError(f"the driver of {url.drivername!r} is not installed ({exc.name or exc})") from None
+    if getattr(dialect, "is_async", False):
+        raise ValueError(f"{url.drivername!r} is an async driver; use postgresql+psycopg")
+
+
+def check_ca_bundle(path: Path) -> None:
+    """A readable file of PEM CA certificates (what TLS verification will load)."""
+    if not path.is_file():
+        raise ValueError(f"no such file: {path}")
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise ValueError(f"{path} is not a PEM CA certificate bundle ({type(exc).__name__})") from None
 
 
 def _secret_files(env: dict[str, str]) -> dict[str, str]:
@@ -171,7 +312,21 @@ def load_settings(**overrides: object) -> Settings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return Settings(**values)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = [
-            f"setting {str(e['loc'][0]).upper()}: {e['msg']}" for e in exc.errors(include_input=False)
-        ]
-        raise ConfigError(problems) from None
+        raise ConfigError([_problem(e) for e in exc.errors()]) from None
+
+
+_SECRET_FIELDS = {name.lower() for name in SECRETS} | {"handoff_state_url"}  # its password
+
+
+def _problem(error: Any) -> str:
+    """One line naming the variable; the value given only when it is not a secret."""
+    field = str(error["loc"][0]) if error.get("loc") else "?"
+    msg = str(error["msg"]).removeprefix("Value error, ")
+    given = error.get("input")
+    if (
+        field not in _SECRET_FIELDS
+        and isinstance(given, str | int | float)
+        and error["type"] != "value_error"
+    ):
+        msg += f" (got {str(given)[:80]!r})"
+    return f"setting {field.upper()}: {msg}"

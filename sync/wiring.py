@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -12,7 +13,7 @@ from connectors.base import Connector
 from mappings.models import MappingSet
 from sync.clock import Clock, utc_now
 from sync.engine import Engine
-from sync.errors import ConfigError
+from sync.errors import ConfigError, HandoffError, StateUnavailable
 from sync.settings import Settings
 from sync.state import StateStore
 
@@ -70,8 +71,6 @@ def _salesforce(settings: Settings, mapping: MappingSet, clock: Clock) -> Connec
     from connectors.salesforce.auth import SalesforceAuthSettings
     from connectors.salesforce.connector import SalesforceConnector, SalesforceSettings
 
-    if settings.salesforce_ca_bundle and not settings.salesforce_ca_bundle.exists():
-        raise ConfigError(f"SALESFORCE_CA_BUNDLE: no such file {settings.salesforce_ca_bundle}")
     auth = SalesforceAuthSettings(
         login_url=settings.salesforce_login_url or "https://login.salesforce.com",
         access_token=_secret(settings.salesforce_access_token),
@@ -117,17 +116,55 @@ def open_state(settings: Settings, read_only: bool = False) -> StateStore:
 
 def _check_schema(store: StateStore, settings: Settings, read_only: bool) -> None:
     """Create a new schema, migrate a behind one (HANDOFF_AUTO_MIGRATE) or refuse."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.exc import SQLAlchemyError
 
     from sync.migrations import ensure_schema
 
     try:
         ensure_schema(store.engine, settings.handoff_auto_migrate, read_only=read_only)
-    except OperationalError as exc:
-        where = make_url(store.url).render_as_string(hide_password=True)
-        reason = str(exc.orig or exc).strip().splitlines()[0]
-        raise ConfigError(f"HANDOFF_STATE_URL: cannot use the state database {where}: {reason}") from None
+    except SQLAlchemyError as exc:
+        error = state_error(exc, store.url)
+        if error is None:
+            raise
+        raise error from None
+
+
+#: What the user must fix in HANDOFF_STATE_URL (or the server's set-up), rather than wait out.
+_STATE_USER_FIXES = re.compile(
+    r"authentication failed|does not exist|no pg_hba\.conf entry|unable to open database file"
+    r"|Name or service not known|nodename nor servname|could not translate host name|invalid dsn"
+    r"|invalid connection option|permission denied|readonly database",
+    re.IGNORECASE,
+)
+
+
+def state_error(exc: BaseException, url: str) -> HandoffError | None:
+    """A state-database failure as one line naming HANDOFF_STATE_URL (password hidden): the
+    user's to fix (a bad URL, credentials or database: ``ConfigError``, exit 2) or the
+    environment's (the server refuses, times out or went away: ``StateUnavailable``, exit 75).
+    None when ``exc`` is not a failure to reach or use the database (a bug: let it show)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError
+
+    try:
+        parsed = make_url(url)
+        where, password = parsed.render_as_string(hide_password=True), parsed.password
+    except ArgumentError:
+        where, password = "(not a database URL)", None
+    if isinstance(exc, ArgumentError):  # a URL SQLAlchemy cannot use (NoSuchModuleError too)
+        return ConfigError(f"HANDOFF_STATE_URL: cannot use {where}: {_first_line(exc, password)}")
+    if not isinstance(exc, OperationalError | InterfaceError):
+        return None
+    reason = _first_line(exc.orig or exc, password)
+    line = f"HANDOFF_STATE_URL: cannot use the state database {where}: {reason}"
+    if _STATE_USER_FIXES.search(reason):
+        return ConfigError(line)
+    return StateUnavailable(f"{line}; nothing was lost: run again once it answers")
+
+
+def _first_line(exc: BaseException, secret: str | None) -> str:
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0].strip()
+    return text.replace(secret, "***") if secret else text
 
 
 def _state_exists(url: str) -> bool:

@@ -21,7 +21,9 @@ import structlog
 import urllib3
 from hubspot import HubSpot
 
-from sync.errors import AuthError, ConfigError, RetriableCrmError
+from connectors.hubspot.errors import classify
+from connectors.hubspot.transport import NO_RETRIES
+from sync.errors import AuthError, ConfigError, HandoffError, RetriableCrmError
 
 log = structlog.get_logger("handoff.hubspot.auth")
 
@@ -125,7 +127,7 @@ class HubSpotAuth:
             raise AuthError("hubspot", "no access token (set HUBSPOT_ACCESS_TOKEN)")
         s = self.settings
         base = s.base_url.rstrip("/")
-        client = HubSpot(host=base, base_url=base)
+        client = HubSpot(host=base, base_url=base, retry=NO_RETRIES)  # retried by the caller
         started = self._clock()
         try:
             resp = client.oauth.tokens_api.create(
@@ -133,12 +135,10 @@ class HubSpotAuth:
                 client_id=s.client_id,
                 client_secret=s.client_secret,
                 refresh_token=self._refresh_token,
-                _request_timeout=(10, s.timeout),
+                _request_timeout=(min(10.0, s.timeout), s.timeout),
             )
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise RetriableCrmError(
-                "hubspot", f"token refresh: connection failed: {type(exc).__name__}"
-            ) from None
+            raise _refresh_failed(classify(exc, base)) from None
         except Exception as exc:
             raise self._error(exc) from None
         token = getattr(resp, "access_token", None)
@@ -155,6 +155,8 @@ class HubSpotAuth:
 
     def _error(self, exc: Exception) -> Exception:
         status = getattr(exc, "status", None)
+        if not status and getattr(exc, "reason", None):  # status 0: no answer (the SDK's SSLError)
+            return _refresh_failed(classify(exc, self.settings.base_url))
         if status is None:
             return AuthError("hubspot", f"token refresh failed: {type(exc).__name__}")
         body = _body(getattr(exc, "body", None))
@@ -169,6 +171,13 @@ class HubSpotAuth:
         if status in RETRIABLE_STATUSES:
             return RetriableCrmError("hubspot", text, int(status))
         return AuthError("hubspot", text, int(status))
+
+
+def _refresh_failed(error: HandoffError) -> HandoffError:
+    """``error`` (a token refresh that got no answer), said to come from the token refresh."""
+    if isinstance(error, RetriableCrmError):
+        return RetriableCrmError("hubspot", f"token refresh: {str(error).removeprefix('hubspot: ')}")
+    return error
 
 
 def _body(raw: Any) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The one place that turns a HubSpot response into crm-handoff's error tree."""
+"""The one place that turns a HubSpot response - or the lack of one - into crm-handoff's
+error tree (network failures: see ``connectors/network.py``)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,15 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from sync.errors import AuthError, CrmError, HandoffError, QuotaExhausted, RetriableCrmError
+from connectors.network import Failure, diagnose, origin
+from sync.errors import (
+    AuthError,
+    CrmConfigError,
+    CrmError,
+    HandoffError,
+    QuotaExhausted,
+    RetriableCrmError,
+)
 
 RETRIABLE_STATUSES = {423, 477, 500, 502, 503, 504, 521, 523, 524}
 
@@ -52,14 +61,36 @@ def classify_raw(status: int, body: Any, headers: Mapping[str, str] | None) -> H
     )
 
 
-def classify(exc: Exception) -> HandoffError:
-    """Classify an exception raised by the HubSpot SDK."""
+def classify(exc: BaseException, url: str | None = None) -> HandoffError:
+    """Classify an exception raised by the HubSpot SDK (or instead of a response from ``url``)."""
     if isinstance(exc, HandoffError):
         return exc
     status = getattr(exc, "status", None)
+    if not status:  # no HTTP answer: the SDK reports an SSLError as status 0
+        failure = diagnose(exc)
+        if failure is not None:
+            return network_error(failure, url)
     if status is None:
         return CrmError("hubspot", f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
     if status == 0:
         return RetriableCrmError("hubspot", f"connection failed: {getattr(exc, 'reason', '')}")
     headers = getattr(exc, "headers", None)
     return classify_raw(int(status), getattr(exc, "body", None), dict(headers) if headers else None)
+
+
+def network_error(failure: Failure, url: str | None) -> HandoffError:
+    """A request to ``url`` got no answer: final (exit 2, naming the setting) or retriable."""
+    where = f"{origin(url)} (HUBSPOT_BASE_URL)" if url else "HUBSPOT_BASE_URL"
+    if failure.kind == "tls":
+        return CrmConfigError(
+            "hubspot",
+            f"TLS verification of {where} failed ({failure.detail}); check HUBSPOT_BASE_URL, "
+            "and that the system CA certificates (SSL_CERT_FILE) trust it",
+        )
+    if failure.kind == "invalid_url":
+        return CrmConfigError("hubspot", f"HUBSPOT_BASE_URL: not a usable URL ({failure.detail})")
+    if failure.kind == "no_such_host":
+        return CrmConfigError("hubspot", f"{where}: no such host (DNS); check the host name")
+    if failure.permanent:
+        return CrmConfigError("hubspot", f"{where}: {failure.detail}")
+    return RetriableCrmError("hubspot", f"connection failed: {where}: {failure.detail}")

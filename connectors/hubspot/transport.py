@@ -4,6 +4,13 @@ The official SDK builds one generated API client per API package; its ``api_fact
 hook lets us wrap each client's REST layer once, so that we count calls per endpoint,
 pace from the ``X-HubSpot-RateLimit-*`` headers and keep the search API under its
 per-second limit, without touching the SDK.
+
+It is also where a request that gets no answer is classified (``errors.classify``):
+TLS verification, a malformed URL or an unknown host fail at once (exit 2); a refused,
+reset or timed-out request is retried by the connector until the host has been silent
+for too long (``connectors.network.Silence``), then the run gives up on it (exit 75).
+urllib3's own hidden retries are turned off (``NO_RETRIES``): every attempt is counted,
+paced and bounded here.
 """
 
 from __future__ import annotations
@@ -15,7 +22,12 @@ from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import urllib3
+
+from connectors.hubspot.errors import classify
 from connectors.hubspot.paths import LEGACY, route
+from connectors.network import Silence, diagnose, gave_up, origin
+from sync.errors import CrmUnavailable
 
 _ID = re.compile(r"/\d+(?=/|$)")
 
@@ -23,6 +35,10 @@ SEARCH_PER_SECOND = 5  # HubSpot search: 5 requests per second per account
 LOW_WATER = 3  # pause for the rest of the window when this few requests are left
 HEADROOM = LOW_WATER + 1  # slots of the window this client leaves unused
 DEFAULT_MAX, DEFAULT_INTERVAL = 190, 10.0  # until the first response's headers say
+CONNECT_TIMEOUT = 10.0  # never above the read timeout
+#: urllib3 retries nothing itself (its default retries a read timeout 3 times, unseen):
+#: the connector retries, and every attempt passes through ``CallMeter``.
+NO_RETRIES = urllib3.Retry(total=None, connect=0, read=0, other=0, status=0, redirect=5)
 
 
 def endpoint(method: str, url: str) -> str:
@@ -112,12 +128,13 @@ class Pacer:
 
 
 class CallMeter:
-    """Counts calls per endpoint and feeds the pacer; one per connector."""
+    """Counts calls per endpoint, feeds the pacer and bounds a silent host; one per connector."""
 
     def __init__(self, pacer: Pacer | None = None, api_version: str = LEGACY) -> None:
         self.api_version = api_version
         self.calls: Counter[str] = Counter()
         self.pacer = pacer or Pacer()
+        self.silence = Silence()
         self._lock = threading.Lock()
 
     def wrap_rest_client(self, rest_client: Any) -> None:
@@ -129,25 +146,55 @@ class CallMeter:
             url = route(url, meter.api_version)
             name = endpoint(method, url)
             search = name.endswith("/search")
+            kwargs["_request_timeout"] = meter._timeout(url, kwargs.get("_request_timeout"))
             meter.pacer.before(search)
             with meter._lock:
                 meter.calls[name] += 1
+            started = meter.silence.now()
             try:
                 response = inner(method, url, *args, **kwargs)
             except BaseException as exc:
                 meter.pacer.after(_headers(getattr(exc, "headers", None)), search)
+                meter._failed(exc, url, started)
                 raise
+            meter.silence.answered()
             meter.pacer.after(_headers(_raw_headers(response)), search)
             return response
 
         rest_client.request = request
+
+    def _timeout(self, url: str, given: Any) -> tuple[float, float]:
+        """(connect, read) timeouts for a request: within what is left of the silence budget."""
+        if isinstance(given, tuple) and len(given) == 2:
+            connect, read = float(given[0]), float(given[1])
+        else:
+            read = float(given) if isinstance(given, int | float) and given else 60.0
+            connect = CONNECT_TIMEOUT
+        left = self.silence.before(read)
+        if left is None:
+            raise CrmUnavailable("hubspot", gave_up(self.silence, f"{origin(url)} (HUBSPOT_BASE_URL)"))
+        return min(connect, left), left
+
+    def _failed(self, exc: BaseException, url: str, started: float) -> None:
+        """After a request raised: an HTTP error status is an answer; no answer is classified."""
+        if getattr(exc, "status", None):
+            self.silence.answered()
+            return
+        failure = diagnose(exc)
+        if failure is None:
+            return
+        error = classify(exc, url)
+        if not failure.permanent and self.silence.failed(started, failure):
+            where = f"{origin(url)} (HUBSPOT_BASE_URL)"
+            raise CrmUnavailable("hubspot", gave_up(self.silence, where)) from None
+        raise error from None
 
     def api_factory(self) -> Callable[[Any, str, dict[str, Any]], Any]:
         """An ``api_factory`` for ``hubspot.HubSpot`` that wraps every API it builds."""
         from hubspot.discovery.discovery_base import DiscoveryBase
 
         def factory(package: Any, api_name: str, config: dict[str, Any]) -> Any:
-            api = DiscoveryBase._default_api_factory(package, api_name, config)
+            api = DiscoveryBase._default_api_factory(package, api_name, {"retry": NO_RETRIES, **config})
             self.wrap_rest_client(api.api_client.rest_client)
             return api
 

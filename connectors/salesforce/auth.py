@@ -26,7 +26,8 @@ import jwt
 import requests
 import structlog
 
-from sync.errors import AuthError, ConfigError, RetriableCrmError
+from connectors.salesforce.errors import classify
+from sync.errors import AuthError, ConfigError, CrmConfigError, RetriableCrmError
 
 log = structlog.get_logger("handoff.salesforce.auth")
 
@@ -217,10 +218,11 @@ class SalesforceAuth:
         url = f"{self.login_url}/services/oauth2/token"
         try:
             response = self.session.post(url, data=form, headers={"Accept": "application/json"})
-        except requests.RequestException as exc:
-            raise RetriableCrmError(
-                "salesforce", f"{self.flow} login: connection failed: {type(exc).__name__}"
-            ) from None
+        except requests.RequestException as exc:  # no answer, transient (the session raises the rest)
+            error = classify(exc, url)
+            message = f"{self.flow} login: {str(error).removeprefix('salesforce: ')}"
+            kind = CrmConfigError if isinstance(error, ConfigError) else RetriableCrmError
+            raise kind("salesforce", message) from None
         try:
             data = response.json()
         except ValueError:

@@ -1,10 +1,19 @@
-"""The one place that turns a Salesforce response into crm-handoff's error tree."""
+"""The one place that turns a Salesforce response - or the lack of one - into crm-handoff's
+error tree (network failures: see ``connectors/network.py``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sync.errors import AuthError, CrmError, HandoffError, QuotaExhausted, RetriableCrmError
+from connectors.network import Failure, diagnose, origin
+from sync.errors import (
+    AuthError,
+    CrmConfigError,
+    CrmError,
+    HandoffError,
+    QuotaExhausted,
+    RetriableCrmError,
+)
 
 RETRIABLE_CODES = {"UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE", "QUERY_TIMEOUT"}
 
@@ -18,10 +27,14 @@ def _first(content: Any) -> tuple[str, str]:
     return "", str(content)[:200] if content else ""
 
 
-def classify(exc: Exception) -> HandoffError:
-    """Classify an exception raised by simple-salesforce."""
+def classify(exc: BaseException, url: str | None = None, ca_bundle: str | None = None) -> HandoffError:
+    """Classify an exception raised by simple-salesforce (or instead of a response from ``url``;
+    ``ca_bundle``: the SALESFORCE_CA_BUNDLE it was verified with)."""
     if isinstance(exc, HandoffError):
         return exc
+    failure = diagnose(exc)
+    if failure is not None:
+        return network_error(failure, url, ca_bundle)
     status = getattr(exc, "status", None)
     code, message = _first(getattr(exc, "content", None))
     text = f"{code}: {message}" if code else (message or type(exc).__name__)
@@ -32,6 +45,35 @@ def classify(exc: Exception) -> HandoffError:
     if status in (429, 500, 502, 503, 504) or code in RETRIABLE_CODES:
         return RetriableCrmError("salesforce", text, status)
     return CrmError("salesforce", f"HTTP {status}: {text}" if status else text, status)
+
+
+def setting_for(url: str | None) -> str:
+    """The setting that names the host of ``url``: the login host for the OAuth token
+    endpoint, else the instance."""
+    return "SALESFORCE_LOGIN_URL" if url and "/services/oauth2/" in url else "SALESFORCE_INSTANCE_URL"
+
+
+def network_error(failure: Failure, url: str | None, ca_bundle: str | None = None) -> HandoffError:
+    """A request to ``url`` got no answer: final (exit 2, naming the setting) or retriable."""
+    setting = setting_for(url)
+    where = f"{origin(url)} ({setting})" if url else setting
+    if failure.kind == "tls":
+        fix = (
+            f"SALESFORCE_CA_BUNDLE ({ca_bundle}) does not trust it"
+            if ca_bundle
+            else "set SALESFORCE_CA_BUNDLE to the PEM bundle of the CA that signed it (the system CAs do not trust it)"
+        )
+        return CrmConfigError("salesforce", f"TLS verification of {where} failed ({failure.detail}): {fix}")
+    if failure.kind == "ca_bundle":
+        return CrmConfigError(
+            "salesforce",
+            f"{failure.detail} (SALESFORCE_CA_BUNDLE, or REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE in the environment)",
+        )
+    if failure.kind == "invalid_url":
+        return CrmConfigError("salesforce", f"{setting}: not a usable URL ({failure.detail})")
+    if failure.kind == "no_such_host":
+        return CrmConfigError("salesforce", f"{where}: no such host (DNS); check the host name")
+    return RetriableCrmError("salesforce", f"connection failed: {where}: {failure.detail}")
 
 
 def record_error(errors: list[dict[str, Any]]) -> tuple[str, str | None]:

@@ -4,6 +4,13 @@ simple-salesforce sets no timeout and does not retry; it sends everything throug
 session it is given. This session adds a timeout to every request, counts calls per
 endpoint and reads ``Sforce-Limit-Info`` (API usage against the daily allocation) from
 every response.
+
+A request that gets no answer is classified here (``errors.classify``): TLS verification,
+a CA bundle that cannot be read, a malformed URL or an unknown host raise a
+``CrmConfigError`` at once (exit 2, naming the setting). A refused, reset or timed-out
+request re-raises requests' own exception, which the connector retries, until the host
+has been silent for too long (``connectors.network.Silence``): then ``CrmUnavailable``
+ends the run (exit 75).
 """
 
 from __future__ import annotations
@@ -15,6 +22,11 @@ from typing import Any
 
 import requests
 
+from connectors.network import Silence, diagnose, gave_up, origin
+from connectors.salesforce.errors import classify, setting_for
+from sync.errors import CrmUnavailable
+
+CONNECT_TIMEOUT = 10.0  # never above the read timeout
 _ID = re.compile(r"/[a-zA-Z0-9]{15,18}(?=/|$)")
 _LOCATOR = re.compile(r"/query/[^/?]+")
 _USAGE = re.compile(r"api-usage=(\d+)/(\d+)")
@@ -40,20 +52,53 @@ class MeteredSession(requests.Session):
         # (psf/requests#3829); an explicit SALESFORCE_CA_BUNDLE must win.
         self.explicit_verify = verify if isinstance(verify, str) else None
         self.calls: Counter[str] = Counter()
+        self.silence = Silence()
         self.api_used: int | None = None
         self.api_max: int | None = None
         self._lock = threading.Lock()
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
-        kwargs.setdefault("timeout", (10, self.timeout))
+        target = url.decode() if isinstance(url, bytes) else str(url)
+        kwargs["timeout"] = self._timeout(target, kwargs.get("timeout"))
         if self.explicit_verify:
             kwargs.setdefault("verify", self.explicit_verify)
-        name = endpoint(str(method), str(url))
+        name = endpoint(str(method), target)
         with self._lock:
             self.calls[name] += 1
-        response = super().request(method, url, *args, **kwargs)
+        started = self.silence.now()
+        try:
+            response = super().request(method, url, *args, **kwargs)
+        except (requests.RequestException, OSError) as exc:  # a CA bundle path requests cannot read: OSError
+            self._failed(exc, target, started)
+            raise
+        self.silence.answered()
         match = _USAGE.search(response.headers.get("Sforce-Limit-Info", ""))
         if match:
             with self._lock:
                 self.api_used, self.api_max = int(match.group(1)), int(match.group(2))
         return response
+
+    def _where(self, url: str) -> str:
+        return f"{origin(url)} ({setting_for(url)})"
+
+    def _timeout(self, url: str, given: Any) -> tuple[float, float]:
+        """(connect, read) timeouts for a request: within what is left of the silence budget."""
+        if isinstance(given, tuple) and len(given) == 2:
+            connect, read = float(given[0]), float(given[1])
+        else:
+            read = float(given) if isinstance(given, int | float) and given else self.timeout
+            connect = CONNECT_TIMEOUT
+        left = self.silence.before(read)
+        if left is None:
+            raise CrmUnavailable("salesforce", gave_up(self.silence, self._where(url)))
+        return min(connect, left), left
+
+    def _failed(self, exc: BaseException, url: str, started: float) -> None:
+        """After a request got no answer: raise the final error, or return to re-raise it."""
+        failure = diagnose(exc)
+        if failure is None:
+            return
+        if failure.permanent:
+            raise classify(exc, url, self.explicit_verify) from None
+        if self.silence.failed(started, failure):
+            raise CrmUnavailable("salesforce", gave_up(self.silence, self._where(url))) from None
