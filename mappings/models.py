@@ -212,6 +212,9 @@ class SalesReady(Versioned):
     fit: tuple[FitRule, ...] = ()
     behaviour: tuple[BehaviourRule, ...] = ()
     exclude: tuple[ExcludeRule, ...] = ()
+    # a lead its rep recycled or disqualified is handed off again only on behaviour after
+    # that decision; or, this many days after it, on any behaviour (None: never)
+    recycle_cool_off_days: int | None = Field(None, ge=0, le=3650)
 
     @property
     def longest_window_days(self) -> int:
@@ -287,8 +290,9 @@ class Reps(Versioned):
 class ContentAsset(Frozen):
     title: str
     url: str
-    topics: tuple[str, ...] = ()
+    topics: tuple[str, ...] = ()  # the interests it serves: whole words or phrases in activity titles
     stages: tuple[str, ...] = ()
+    industries: tuple[str, ...] = ()  # canonical industry values it serves; empty = every industry
 
 
 class Handoff(Versioned):

@@ -7,6 +7,7 @@ exactly what a run will give them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -42,14 +43,36 @@ def due_date(start: datetime, days: int, business_days: bool) -> date:
 
 
 def recommend(
-    library: Sequence[ContentAsset], activities: Sequence[Activity], stage: str | None
+    library: Sequence[ContentAsset],
+    activities: Sequence[Activity],
+    stage: str | None,
+    industry: str | None = None,
 ) -> list[ContentAsset]:
-    """Assets whose topics appear in recent activity titles; else those for the stage."""
-    titles = " ".join(a.title.lower() for a in activities)
-    by_topic = [a for a in library if any(t.lower() in titles for t in a.topics)]
+    """Assets whose topics appear in recent activity titles; else those for the stage.
+
+    A topic matches as a whole word or phrase, case-insensitively ("roi" is not in
+    "Android"); an asset that names industries serves only people in one of them.
+    """
+    served = [a for a in library if _serves(a, industry)]
+    titles = [a.title for a in activities]
+    by_topic = [a for a in served if any(_mentions(t, title) for t in a.topics for title in titles)]
     if by_topic:
         return by_topic[:3]
-    return [a for a in library if stage in a.stages][:2]
+    return [a for a in served if stage in a.stages][:2]
+
+
+def _mentions(topic: str, text: str) -> bool:
+    words = topic.split()
+    if not words:
+        return False
+    pattern = r"(?<!\w)" + r"\s+".join(re.escape(w) for w in words) + r"(?!\w)"
+    return re.search(pattern, text, re.IGNORECASE) is not None
+
+
+def _serves(asset: ContentAsset, industry: str | None) -> bool:
+    if not asset.industries:
+        return True
+    return (industry or "").strip().casefold() in {i.casefold() for i in asset.industries}
 
 
 def person_view(values: Mapping[str, str | None], stage: str | None) -> dict[str, object]:
@@ -94,7 +117,10 @@ def brief_context(
             {"kind": a.kind.replace("_", " "), "title": a.title, "when": a.occurred_at.date().isoformat()}
             for a in recent
         ],
-        "content": [{"title": c.title, "url": c.url} for c in recommend(cfg.content_library, recent, stage)],
+        "content": [
+            {"title": c.title, "url": c.url}
+            for c in recommend(cfg.content_library, recent, stage, values.get("industry"))
+        ],
         "due": due_date(now, cfg.due_in_days, cfg.business_days).isoformat(),
     }
 

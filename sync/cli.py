@@ -170,6 +170,7 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
                 file=sys.stderr,
             )
         engine = build_engine(settings, mapping, state, shifted(now) if args.as_of else utc_now)
+        engine.config_path = getattr(args, "config", None) or settings.handoff_config
         result = run_cycle(engine, now, dry_run=args.dry_run)
     finally:
         state.close()

@@ -37,6 +37,7 @@ from sync.engine import (
 from sync.errors import CrmError, QuotaExhausted, StopRequested
 from sync.preflight import check_before_writes
 from sync.profiles import Profile
+from sync.qualify import Qualification
 from sync.records import Activity, Person, PersonCreate, PersonUpdate, TaskRequest, WriteResult
 from sync.routing import Assignment, week_start
 from sync.setaside import is_set_aside
@@ -46,6 +47,7 @@ log = structlog.get_logger("handoff.cycle")
 
 STATUS_HANDED_OFF = "handed off"
 STATUS_WAITING = "waiting: rep capacity"
+STATUS_LAPSED = "no longer sales-ready"
 
 
 @dataclass
@@ -94,6 +96,7 @@ def run_cycle(
             engine.close_pulls(ctx)
         for touched in chunked(engine.touched_people(ctx), CHUNK):
             _process(engine, ctx, touched, fresh=False)
+        _refresh_lapsed(engine, ctx)
         ctx.checkpoint()
         if not dry_run:
             _recover_intents(engine, ctx)  # before routing: those people are handed off, not queued
@@ -196,11 +199,12 @@ def _process(engine: Engine, ctx: CycleContext, people: list[Person], fresh: boo
         ctx.scored += len(profiles)
         writes = _Writes()
         drop: list[str] = []
+        lapsed: list[tuple[Profile, Qualification]] = []
         for key, prof in profiles.items():
             _sync_writes(engine, prof, writes)
             q = ctx.qualifications[key]
             blocked = engine.blocked(q)
-            if (q.qualified or blocked) and engine.episode(ctx, key, prof.stage)[1]:
+            if (q.qualified or blocked) and engine.episode(ctx, prof)[1]:
                 if q.qualified:
                     ctx.qualified.add(key)
                 engine.enqueue(ctx, prof, q, blocked)
@@ -210,8 +214,11 @@ def _process(engine: Engine, ctx: CycleContext, people: list[Person], fresh: boo
             else:
                 drop.append(key)
                 ctx.qualified.discard(key)
+                if not q.qualified:
+                    lapsed.append((prof, q))
             engine.forget(ctx, [key])
         engine.flush_queue(ctx)
+        _left_queue(engine, ctx, lapsed, writes)
         engine.dequeue(ctx, drop)
     if ctx.dry_run:
         return
@@ -229,6 +236,41 @@ def _process(engine: Engine, ctx: CycleContext, people: list[Person], fresh: boo
             {k: dict(p.values) for k, p in profiles.items() if p.hubspot and p.salesforce}
         )
         state.record_stages({k: p.stage for k, p in profiles.items() if p.stage}, ctx.now, _entered(profiles))
+
+
+def _refresh_lapsed(engine: Engine, ctx: CycleContext) -> None:
+    """Waiting people whose qualifying behaviour has left its window (``valid_until`` on the
+    queue row) are evaluated again from the mirror: still sales-ready, they keep their
+    place at their fresh score; else they leave the queue (``_left_queue``)."""
+    lapsed = [r["person_key"] for r in engine.queue_rows(ctx) if _lapses_by(r, ctx.now)]
+    for keys in chunked(lapsed, CHUNK):
+        _process(engine, ctx, engine.mirrored_people(keys), fresh=False)
+    if lapsed:
+        log.info("queue_refreshed", evaluated=len(lapsed))
+
+
+def _lapses_by(row: Mapping[str, Any], now: datetime) -> bool:
+    until = (row.get("snapshot") or {}).get("valid_until")
+    try:
+        return bool(until) and datetime.fromisoformat(str(until)) <= now
+    except ValueError:
+        return True  # unreadable: evaluate again
+
+
+def _left_queue(
+    engine: Engine, ctx: CycleContext, lapsed: Sequence[tuple[Profile, Qualification]], writes: _Writes
+) -> None:
+    """Queued people who are no longer sales-ready leave the queue with the reason shown."""
+    queued = engine.queued_keys(ctx, [p.key for p, _ in lapsed])
+    threshold = engine.mapping.sales_ready.threshold
+    for prof, q in lapsed:
+        if prof.key not in queued:
+            continue
+        why = "; ".join(q.blockers) or f"score {q.score} of {threshold}: qualifying activity left its window"
+        for person in (prof.hubspot, prof.salesforce):
+            if person is not None and person.crm in engine.connectors and not person.converted_to:
+                values = _handoff_values(engine, person.crm, STATUS_LAPSED, why, q.score, "", ctx.now)
+                writes.put(person.crm, person.id, person.object_type, values)
 
 
 def _entered(profiles: dict[str, Profile]) -> dict[str, datetime]:

@@ -15,7 +15,7 @@ import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -634,15 +634,33 @@ class Engine:
             ctx.ledger.pop(key, None)
 
     # --- the queue of sales-ready people ---------------------------------------
-    def episode(self, ctx: CycleContext, key: str, stage: str | None) -> tuple[int, bool]:
-        """(episode for a new handoff, whether the person may be handed off now)."""
-        entries = [e for e in ctx.ledger.get(key, []) if e.status != "failed"]
+    def episode(self, ctx: CycleContext, prof: Profile) -> tuple[int, bool]:
+        """(episode for a new handoff, whether the person may be handed off now).
+
+        A person handed off before gets a new episode only once their rep recycled or
+        disqualified them (a side stage) *and* they qualify again on behaviour that came
+        after that decision, or after ``recycle_cool_off_days`` on any behaviour: a rep's
+        decision holds, and the old activity never hands the lead back.
+        """
+        entries = [e for e in ctx.ledger.get(prof.key, []) if e.status != "failed"]
         if not entries:
             return 1, True
         latest = max(e.episode for e in entries)
-        recycled = stage in self.mapping.lifecycle.side_stages
+        recycled = prof.stage in self.mapping.lifecycle.side_stages
         done = all(e.status == "done" for e in entries if e.episode == latest)
-        return (latest + 1, True) if (done and recycled) else (latest, False)
+        if not (done and recycled):
+            return latest, False
+        handed = max(e.planned_at for e in entries if e.episode == latest)
+        return latest + 1, self._qualifies_since(ctx, prof, max(handed, _decided_at(prof)))
+
+    def _qualifies_since(self, ctx: CycleContext, prof: Profile, since: datetime) -> bool:
+        rules = self.mapping.sales_ready
+        if rules.recycle_cool_off_days is not None and ctx.now - since >= timedelta(
+            days=rules.recycle_cool_off_days
+        ):
+            return bool(ctx.qualifications.get(prof.key) and ctx.qualifications[prof.key].qualified)
+        fresh = [a for a in ctx.activities.get(prof.key, []) if a.occurred_at > since]
+        return qualify(rules, prof.values, prof.stage, fresh, ctx.now).qualified
 
     def snapshot(self, ctx: CycleContext, prof: Profile) -> dict[str, Any]:
         return {
@@ -663,11 +681,21 @@ class Engine:
                 rows[key] = row
         return sorted(rows.values(), key=lambda r: (-int(r["score"]), str(r["queued_at"]), r["person_key"]))
 
+    def queued_keys(self, ctx: CycleContext, keys: Sequence[str]) -> set[str]:
+        """Which of these people are on the queue (the dry run's overlay included)."""
+        out = self.state.queued_keys(keys)
+        for key in keys:
+            if key in ctx.queue_overlay:
+                (out.add if ctx.queue_overlay[key] is not None else out.discard)(key)
+        return out
+
     def enqueue(self, ctx: CycleContext, prof: Profile, q: Qualification, blocked: str | None = None) -> None:
         """Queue a sales-ready person (or, ``blocked``, one set aside with that reason)."""
         snap = self.snapshot(ctx, prof)
         if blocked:
             snap["set_aside"] = blocked
+        if q.valid_until is not None:  # evaluated again then, as behaviour leaves its window
+            snap["valid_until"] = q.valid_until.isoformat()
         if ctx.dry_run:
             ctx.queue_overlay[prof.key] = {
                 "person_key": prof.key,
@@ -785,11 +813,16 @@ class Engine:
         missing = [k for k in keys if k not in ctx.profiles]
         if not missing:
             return
-        idents = self.state.identities_by_key(missing)
-        people = self.state.people_by_ids("hubspot", [i.hubspot_id for i in idents if i.hubspot_id])
-        people += self.state.people_by_ids("salesforce", [i.salesforce_id for i in idents if i.salesforce_id])
+        people = self.mirrored_people(missing)
         if people:
             ctx.profiles.update(self.profiles_for(ctx, people))
+
+    def mirrored_people(self, keys: Sequence[str]) -> list[Person]:
+        """The mirror's records of these people (both CRMs)."""
+        idents = self.state.identities_by_key(keys)
+        people = self.state.people_by_ids("hubspot", [i.hubspot_id for i in idents if i.hubspot_id])
+        people += self.state.people_by_ids("salesforce", [i.salesforce_id for i in idents if i.salesforce_id])
+        return people
 
     def brief_for(self, ctx: CycleContext, key: str, rep: Rep) -> Brief:
         prof, q = ctx.profiles[key], ctx.qualifications[key]
@@ -810,7 +843,7 @@ class Engine:
         prof, q = ctx.profiles.get(key), ctx.qualifications.get(key)
         if prof is None or q is None or not q.qualified:
             return None
-        episode, allowed = self.episode(ctx, key, prof.stage)
+        episode, allowed = self.episode(ctx, prof)
         if not allowed:
             return None
         return PlannedHandoff(
@@ -823,6 +856,12 @@ class Engine:
             brief=self.brief_for(ctx, key, rep),
             task_crms=self.task_crms(rep),
         )
+
+
+def _decided_at(prof: Profile) -> datetime:
+    """When the rep's recycle decision was made, at the latest: the newest record's change."""
+    stamps = [p.modified_at for p in (prof.hubspot, prof.salesforce) if p is not None]
+    return max(stamps, default=datetime.min.replace(tzinfo=UTC))
 
 
 def reasons_json(reasons: Sequence[Reason]) -> list[dict[str, Any]]:

@@ -25,6 +25,7 @@ class Qualification:
     qualified: bool
     reasons: tuple[Reason, ...]
     blockers: tuple[str, ...]  # why a person is not sales-ready despite the score
+    valid_until: datetime | None = None  # the first moment a behaviour rule that fired stops firing
 
 
 def _number(value: str | None) -> float | None:
@@ -83,18 +84,23 @@ def qualify(
     by_kind: dict[str, list[Activity]] = {}
     for act in activities:
         by_kind.setdefault(act.kind, []).append(act)
+    lapses: list[datetime] = []
     for brule in rules.behaviour:
         since = now - timedelta(days=brule.within_days)
-        hits = [a for a in by_kind.get(brule.activity, ()) if since <= a.occurred_at <= now]
+        hits = sorted(
+            (a.occurred_at for a in by_kind.get(brule.activity, ()) if since <= a.occurred_at <= now),
+            reverse=True,
+        )
         if len(hits) >= brule.at_least:
             what = brule.activity.replace("_", " ")
             reasons.append(
                 Reason(brule.name, brule.points, f"{len(hits)} x {what} in {brule.within_days} days")
             )
+            lapses.append(hits[brule.at_least - 1] + timedelta(days=brule.within_days))
     score = sum(r.points for r in reasons)
     blockers = _blockers(rules, values, stage)
     qualified = score >= rules.threshold and not blockers
-    return Qualification(score, qualified, tuple(reasons), tuple(blockers))
+    return Qualification(score, qualified, tuple(reasons), tuple(blockers), min(lapses, default=None))
 
 
 def _blockers(rules: SalesReady, values: Mapping[str, str | None], stage: str | None) -> list[str]:

@@ -621,6 +621,16 @@ class StateStore:
             rows = conn.execute(select(queue).order_by(queue.c.score.desc(), queue.c.queued_at)).all()
         return [dict(r._mapping) for r in rows]
 
+    def queued_keys(self, person_keys: Sequence[str]) -> set[str]:
+        """Which of these people are on the queue."""
+        out: set[str] = set()
+        with self._connect() as conn:
+            for part in _parts(sorted(set(person_keys))):
+                out |= set(
+                    conn.execute(select(queue.c.person_key).where(queue.c.person_key.in_(part))).scalars()
+                )
+        return out
+
     def enqueue(
         self, person_key: str, score: int, snapshot: dict[str, Any], reason: str, at: datetime
     ) -> None:

@@ -204,4 +204,5 @@ def build_engine(
         lookback=timedelta(seconds=settings.handoff_lookback_seconds),
         clock=clock,
         activity_lookback=timedelta(seconds=settings.handoff_activity_lookback_seconds),
+        config_path=settings.handoff_config,
     )
