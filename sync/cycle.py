@@ -47,6 +47,8 @@ log = structlog.get_logger("handoff.cycle")
 
 STATUS_HANDED_OFF = "handed off"
 STATUS_WAITING = "waiting: rep capacity"
+STATUS_NO_REP = "waiting: no eligible rep"
+STATUS_SET_ASIDE = "set aside"
 STATUS_LAPSED = "no longer sales-ready"
 
 
@@ -425,20 +427,26 @@ def _nurture(engine: Engine, ctx: CycleContext, plan: HandoffPlan, deferred: Seq
         _nurture_writes(engine, ctx, key, reasons.get(key, STATUS_WAITING), queued.get(key), writes)
     for key in sorted(plan.set_aside_errors):
         row = queued.get(key) or {}
-        if row.get("status_written") != reasons[key]:  # said once, when first set aside
+        if row.get("status_written") != _shown(reasons[key]):  # said once, when first set aside
             _set_aside_error(engine, ctx, row.get("snapshot") or {}, key, reasons[key])
     _apply_writes(engine, ctx, writes)
     for key in deferred:
         reason = reasons.get(key, STATUS_WAITING)
-        state.mark_status_written(key, _waiting_status(reason), reason)
+        state.mark_status_written(key, _shown(reason), reason)
     window = ctx.now - timedelta(days=engine.window_days)
     state.prune_activities(window - timedelta(days=1))
 
 
 def _waiting_status(reason: str) -> str:
+    """The status written for a deferred person: one of ``HANDOFF_STATUSES`` (the reason says why)."""
     if is_set_aside(reason):
-        return reason
-    return STATUS_WAITING if reason.startswith("rep capacity") else f"waiting: {reason}"
+        return STATUS_SET_ASIDE
+    return STATUS_WAITING if reason.startswith("rep capacity") else STATUS_NO_REP
+
+
+def _shown(reason: str) -> str:
+    """What the queue remembers was written for a deferred person (status and reason)."""
+    return f"{_waiting_status(reason)}: {reason}"
 
 
 def _set_aside_error(
@@ -742,7 +750,7 @@ def _nurture_writes(
     """Overflow stays in nurture, visibly: status and reason on the person (once)."""
     score = int(queued["score"]) if queued else 0
     status = _waiting_status(reason)
-    if queued and queued.get("status_written") == status:
+    if queued and queued.get("status_written") == _shown(reason):
         return
     snap = (queued or {}).get("snapshot") or {}
     shown = f"{reason} (score {score})"

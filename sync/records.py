@@ -14,6 +14,16 @@ from typing import Literal
 Crm = Literal["hubspot", "salesforce"]
 CRMS: tuple[Crm, Crm] = ("hubspot", "salesforce")
 
+#: The values of a person's handoff status (HubSpot ``crm_handoff_status`` is a dropdown of
+#: these, so marketers can filter and chart it); the detail is in the handoff reason.
+HANDOFF_STATUSES = (
+    "handed off",
+    "waiting: rep capacity",
+    "waiting: no eligible rep",
+    "set aside",
+    "no longer sales-ready",
+)
+
 #: Activity kinds the sales-ready rules can count.
 ACTIVITY_KINDS = (
     "form_fill",

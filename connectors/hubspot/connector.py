@@ -35,6 +35,7 @@ from connectors.hubspot.transport import CallMeter
 from sync.clock import utc_now
 from sync.errors import AuthError, RetriableCrmError
 from sync.records import (
+    HANDOFF_STATUSES,
     Activity,
     Crm,
     Owner,
@@ -662,7 +663,7 @@ def _wait(max_wait: float) -> Callable[[Any], float]:
 #: Properties ``handoff install`` creates: object type -> (name, label, type, fieldType, unique).
 INSTALL_PROPERTIES: dict[str, list[tuple[str, str, str, str, bool]]] = {
     "contacts": [
-        (HANDOFF_FIELDS["status"], "Handoff status", "string", "text", False),
+        (HANDOFF_FIELDS["status"], "Handoff status", "enumeration", "select", False),
         (HANDOFF_FIELDS["reason"], "Handoff reason", "string", "textarea", False),
         (HANDOFF_FIELDS["score"], "Handoff score", "number", "number", False),
         (HANDOFF_FIELDS["rep"], "Handoff rep", "string", "text", False),
@@ -686,19 +687,39 @@ def install(connector: HubSpotConnector) -> list[str]:
                 groups.create, object_type, property_group_create={"name": GROUP, "label": "crm-handoff"}
             )
             lines.append(f"created property group {GROUP} on {object_type}")
-        existing = {p.name for p in connector._call(core.get_all, object_type).results or []}
+        existing = {p.name: p for p in connector._call(core.get_all, object_type).results or []}
         for name, label, type_, field_type, unique in props:
-            if name in existing:
+            options = _options(name)
+            have = existing.get(name)
+            if have is not None and not _differs(have, type_, options):
                 lines.append(f"{object_type}.{name} already exists")
                 continue
-            body = {
-                "name": name,
-                "label": label,
-                "type": type_,
-                "fieldType": field_type,
-                "groupName": GROUP,
-                "hasUniqueValue": unique,
-            }
+            body: dict[str, Any] = {"label": label, "type": type_, "fieldType": field_type}
+            if options:
+                body["options"] = options
+            if have is not None:  # an older install's free-text status becomes the dropdown
+                connector._call(core.update, object_type, name, property_update=body)
+                lines.append(f"updated {object_type}.{name} to a {field_type} of {len(options)} values")
+                continue
+            body |= {"name": name, "groupName": GROUP, "hasUniqueValue": unique}
             connector._call(core.create, object_type, property_create=body)
             lines.append(f"created {object_type}.{name}")
     return lines
+
+
+def _options(name: str) -> list[dict[str, Any]]:
+    """The dropdown values of a property crm-handoff installs (the handoff status)."""
+    if name != HANDOFF_FIELDS["status"]:
+        return []
+    return [
+        {"label": v[:1].upper() + v[1:], "value": v, "displayOrder": i}
+        for i, v in enumerate(HANDOFF_STATUSES)
+    ]
+
+
+def _differs(prop: Any, type_: str, options: list[dict[str, Any]]) -> bool:
+    """True when an installed property lacks the type or dropdown values this version needs."""
+    if prop.type != type_:
+        return True
+    have = {o.value for o in prop.options or []}
+    return any(o["value"] not in have for o in options)

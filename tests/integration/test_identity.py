@@ -26,8 +26,12 @@ def _meeting(crms, lead_id: str) -> None:
 
 
 def _hs_status(crms) -> dict[str, str | None]:
-    contacts = crms.hubspot().crm.contacts.get_all(properties=["email", "crm_handoff_status"])
-    return {c.id: c.properties.get("crm_handoff_status") for c in contacts}
+    """Contact id -> 'status: reason' as HubSpot shows them (the status is a dropdown value)."""
+    props = ["crm_handoff_status", "crm_handoff_reason"]
+    return {
+        c.id: f"{c.properties.get('crm_handoff_status')}: {c.properties.get('crm_handoff_reason')}"
+        for c in crms.hubspot().crm.contacts.get_all(properties=props)
+    }
 
 
 def _status(crms, monkeypatch) -> dict:
@@ -60,11 +64,15 @@ def test_shared_address_is_set_aside_and_everyone_else_handed_off(crms, monkeypa
     failed = {e["record"] for e in summary["errors"]}
     assert {f"salesforce:lead/{i}" for i in shared} <= failed
     assert all("shared by 50 salesforce records" in e["reason"] for e in summary["errors"])
-    assert _hs_status(crms)[shared_contact].startswith("set aside: orders@reseller.example is shared by 50")
+    assert _hs_status(crms)[shared_contact].startswith(
+        "set aside: set aside: orders@reseller.example is shared by 50"
+    )
     sf = crms.salesforce()
-    rows = sf.query_all("SELECT Id, Handoff_Status__c FROM Lead WHERE Email = 'orders@reseller.example'")
+    soql = "SELECT Id, Handoff_Status__c, Handoff_Reason__c FROM Lead WHERE Email = 'orders@reseller.example'"
+    rows = sf.query_all(soql)
     assert len(rows["records"]) == 50
-    assert all((r["Handoff_Status__c"] or "").startswith("set aside:") for r in rows["records"])
+    assert all(r["Handoff_Status__c"] == "set aside" for r in rows["records"])
+    assert all("is shared by 50" in r["Handoff_Reason__c"] for r in rows["records"])
     status = _status(crms, monkeypatch)
     assert status["set_aside"]["size"] == summary["set_aside"] == 50
     assert {p["reason"] for p in status["set_aside"]["people"]} == {summary["errors"][0]["reason"]}
@@ -122,9 +130,11 @@ def test_people_without_email_are_set_aside_with_the_reason(crms, monkeypatch, t
 
     assert code == 0, summary["errors"]
     assert summary["handed_off"] == 1 and summary["set_aside"] == 2
-    assert _hs_status(crms)[contact] == "set aside: no email address"
-    row = crms.salesforce().query(f"SELECT Handoff_Status__c FROM Lead WHERE Id = '{lead}'")["records"][0]
-    assert row["Handoff_Status__c"] == "set aside: no email address"
+    assert _hs_status(crms)[contact].startswith("set aside: set aside: no email address")
+    soql = f"SELECT Handoff_Status__c, Handoff_Reason__c FROM Lead WHERE Id = '{lead}'"
+    row = crms.salesforce().query(soql)["records"][0]
+    assert row["Handoff_Status__c"] == "set aside"
+    assert row["Handoff_Reason__c"].startswith("set aside: no email address")
     status = _status(crms, monkeypatch)
     assert {p["reason"] for p in status["set_aside"]["people"]} == {"set aside: no email address"}
     code, out, _ = run_cli(crms, monkeypatch, "status")

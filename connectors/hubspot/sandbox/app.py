@@ -112,6 +112,7 @@ def _rules() -> list[Rule]:
             ("GET", f"{props}/groups", "groups"),
             ("POST", f"{props}/groups", "create_group"),
             ("GET", f"{props}/<propertyName>", "property"),
+            ("PATCH", f"{props}/<propertyName>", "update_property"),
             ("GET", owners, "owners"),
             ("GET", f"{owners}/<ownerId>", "owner"),
             ("GET", events, "events"),
@@ -756,6 +757,9 @@ class HubSpotSandbox:
         if found is None:
             raise HubSpotError(404, "OBJECT_NOT_FOUND", f"Unable to find property named '{propertyName}'")
         return json_response(found)
+
+    def _update_property(self, request: Request, objectType: str, propertyName: str) -> Response:
+        return json_response(self.store.update_property(objectType, propertyName, _body(request)))
 
     def _create_property(self, request: Request, objectType: str) -> Response:
         return json_response(self.store.create_property(objectType, _body(request)), 201)

@@ -978,6 +978,30 @@ class HubSpotStore:
             found = self.table(object_type).properties.get(name)
             return None if found is None else json.loads(json.dumps(found))
 
+    def update_property(self, object_type: str, name: str, body: JSON) -> JSON:
+        """Change a property from a ``PropertyUpdate`` body: label, type, field type, options."""
+        with self.lock:
+            found = self.table(object_type).properties.get(name)
+            if found is None:
+                raise HubSpotError(404, "OBJECT_NOT_FOUND", f"Unable to find property named '{name}'")
+            if found.get("hubspotDefined"):
+                raise HubSpotError(400, "VALIDATION_ERROR", f"Property {name} is HubSpot-defined: read only")
+            for key in ("label", "type", "fieldType", "groupName", "description", "displayOrder"):
+                if key in body:
+                    found[key] = body[key]
+            if "options" in body:
+                found["options"] = [
+                    {
+                        "value": str(o["value"]),
+                        "label": str(o.get("label", o["value"])),
+                        "displayOrder": o.get("displayOrder", i),
+                        "hidden": bool(o.get("hidden", False)),
+                    }
+                    for i, o in enumerate(body["options"] or [])
+                ]
+            found["updatedAt"] = iso(self.now_ms())
+            return json.loads(json.dumps(found))
+
     def properties(self, object_type: str, archived: bool = False) -> list[JSON]:
         """All property definitions of an object type."""
         with self.lock:
