@@ -90,7 +90,7 @@ class _Loader(Composer, _Events, SafeConstructor, Resolver):
         self.duplicates: list[tuple[Loc, int, int]] = []  # (key path, line, first line)
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> Any:
-        event = self.peek_event()
+        event = self.peek_event()  # type: ignore[no-untyped-call]
         if isinstance(event, yaml.AliasEvent):
             return self._alias(parent, index, event)
         self.depth += 1
@@ -147,7 +147,8 @@ class _Loader(Composer, _Events, SafeConstructor, Resolver):
 
 def _children(node: yaml.Node) -> Iterable[yaml.Node]:
     if isinstance(node, yaml.SequenceNode):
-        return node.value
+        items: list[yaml.Node] = node.value
+        return items
     if isinstance(node, yaml.MappingNode):
         return [n for pair in node.value for n in pair]
     return ()
@@ -171,7 +172,8 @@ def _child(node: yaml.Node | None, key: str) -> yaml.Node | None:
     if isinstance(node, yaml.MappingNode):
         for k, v in node.value:
             if isinstance(k, yaml.ScalarNode) and k.value == key:
-                return v
+                found: yaml.Node = v
+                return found
     return None
 
 

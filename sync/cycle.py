@@ -23,6 +23,7 @@ from typing import Any
 import structlog
 from more_itertools import chunked
 
+from connectors.base import Connector
 from mappings.lifecycle import funnel_rank, hubspot_stage, may_move
 from sync.engine import (
     CHUNK,
@@ -178,66 +179,98 @@ def _error(engine: Engine, ctx: CycleContext, crm: str, record: str, reason: str
 
 
 def _process(engine: Engine, ctx: CycleContext, people: list[Person], fresh: bool) -> None:
-    """Merge, score and sync one chunk; queue its sales-ready people; save it."""
+    """Merge, score and sync one chunk; queue its sales-ready people; save it.
+
+    ``fresh``: the chunk was just pulled (its activity is read and it enters the mirror);
+    else its people come from the mirror, evaluated again (touched, lapsed).
+    """
     state = engine.state
     live = [p for p in people if not p.deleted]
-    found: list[list[Activity]] = []
-    if fresh:  # the CRM calls first, so the chunk's state is written in one transaction
-        window = ctx.now - timedelta(days=engine.window_days)
-        for crm, conn in engine.connectors.items():
-            mine = [p for p in live if p.crm == crm]
-            if mine:
-                found.append(list(conn.activities_for(mine, window)))
+    found = _chunk_activities(engine, ctx, live) if fresh else []  # CRM calls before the transaction
     with state.batch(lazy_sync=True):  # made durable by the chunk's checkpoint
         if fresh and not ctx.dry_run:
-            for p in live:
-                merged = [m for m in (p.values.get("hs_merged_object_ids") or "").split(";") if m]
-                if p.crm == "hubspot" and merged:
-                    state.merge_hubspot_ids(p.id, merged)
-            _forget_deleted(engine, ctx, [p for p in people if p.deleted])
+            _apply_merges(engine, ctx, people)
         for acts in found:
             engine._keep_activities(ctx, acts)
         profiles = engine.profiles_for(ctx, live)
         ctx.scored += len(profiles)
         writes = _Writes()
-        drop: list[str] = []
-        lapsed: list[tuple[Profile, Qualification]] = []
-        for key, prof in profiles.items():
-            _sync_writes(engine, prof, writes)
-            q = ctx.qualifications[key]
-            blocked = engine.blocked(q)
-            if (q.qualified or blocked) and engine.episode(ctx, prof)[1]:
-                if q.qualified:
-                    ctx.qualified.add(key)
-                engine.enqueue(ctx, prof, q, blocked)
-                if len(ctx.profiles) < KEEP_PROFILES:
-                    ctx.profiles[key] = prof
-                    continue
-            else:
-                drop.append(key)
-                ctx.qualified.discard(key)
-                if not q.qualified:
-                    lapsed.append((prof, q))
-            engine.forget(ctx, [key])
-        engine.flush_queue(ctx)
-        _left_queue(engine, ctx, lapsed, writes)
-        engine.dequeue(ctx, drop)
-    if ctx.dry_run:
-        return
+        _queue_chunk(engine, ctx, profiles, writes)
+    if not ctx.dry_run:
+        _save_chunk(engine, ctx, live if fresh else [], profiles, writes)
+
+
+def _chunk_activities(engine: Engine, ctx: CycleContext, live: Sequence[Person]) -> list[list[Activity]]:
+    """The chunk's own activity (meetings, calls...), read from each CRM."""
+    window = ctx.now - timedelta(days=engine.window_days)
+    found = []
+    for crm, conn in engine.connectors.items():
+        mine = [p for p in live if p.crm == crm]
+        if mine:
+            found.append(list(conn.activities_for(mine, window)))
+    return found
+
+
+def _apply_merges(engine: Engine, ctx: CycleContext, people: Sequence[Person]) -> None:
+    """HubSpot merges move identities to the primary record; deleted records leave."""
+    for p in people:
+        merged = [m for m in (p.values.get("hs_merged_object_ids") or "").split(";") if m]
+        if p.crm == "hubspot" and merged and not p.deleted:
+            engine.state.merge_hubspot_ids(p.id, merged)
+    _forget_deleted(engine, ctx, [p for p in people if p.deleted])
+
+
+def _queue_chunk(engine: Engine, ctx: CycleContext, profiles: Mapping[str, Profile], writes: _Writes) -> None:
+    """Field-sync writes for every profile; the sales-ready (or set-aside) ones queued, the others out."""
+    drop: list[str] = []
+    lapsed: list[tuple[Profile, Qualification]] = []
+    for key, prof in profiles.items():
+        _sync_writes(engine, prof, writes)
+        q = ctx.qualifications[key]
+        blocked = engine.blocked(q)
+        if (q.qualified or blocked) and engine.episode(ctx, prof)[1]:
+            if q.qualified:
+                ctx.qualified.add(key)
+            engine.enqueue(ctx, prof, q, blocked)
+            if len(ctx.profiles) < KEEP_PROFILES:
+                ctx.profiles[key] = prof
+                continue
+        else:
+            drop.append(key)
+            ctx.qualified.discard(key)
+            if not q.qualified:
+                lapsed.append((prof, q))
+        engine.forget(ctx, [key])
+    engine.flush_queue(ctx)
+    _left_queue(engine, ctx, lapsed, writes)
+    engine.dequeue(ctx, drop)
+
+
+def _save_chunk(
+    engine: Engine,
+    ctx: CycleContext,
+    pulled: Sequence[Person],
+    profiles: Mapping[str, Profile],
+    writes: _Writes,
+) -> None:
+    """The chunk's writes sent, then it and what was written saved in one transaction."""
+    state = engine.state
     known: dict[tuple[str, str], Person] = {
         (q.crm, q.id): q for prof in profiles.values() for q in (prof.hubspot, prof.salesforce) if q
     }
     written = _apply_writes(engine, ctx, writes, mirror=False)
     with state.batch(lazy_sync=True):
-        if fresh:  # the chunk enters the mirror only with its writes done: until then a re-pull
-            state.save_people(live)  # of it is decided again, never skipped as an echo
+        # the chunk enters the mirror only with its writes done: until then a re-pull of it is
+        # decided again, never skipped as an echo
+        state.save_people(list(pulled))
         for crm, values in written.items():
             _mirror_writes(engine, crm, values, known)  # the chunk and its counterparts, in memory
         state.save_identities([p.identity() for p in profiles.values()])
         state.save_field_values(
             {k: dict(p.values) for k, p in profiles.items() if p.hubspot and p.salesforce}
         )
-        state.record_stages({k: p.stage for k, p in profiles.items() if p.stage}, ctx.now, _entered(profiles))
+        stages = {k: p.stage for k, p in profiles.items() if p.stage}
+        state.record_stages(stages, ctx.now, _entered(dict(profiles)))
 
 
 def _refresh_lapsed(engine: Engine, ctx: CycleContext) -> None:
@@ -619,24 +652,36 @@ def _write_tasks(
     done: set[str] = set()
     for crm, conn in engine.connectors.items():
         mine = [e for e in entries if e.crm == crm]
-        if not mine:
-            continue
-        check = [e.key for e in mine if (e.key, e.crm) in maybe_written]
-        existing = conn.find_tasks(check) if check else {}
-        written += [(key, crm, task_id) for key, task_id in existing.items()]
-        for key in existing:
-            ctx.count("tasks_existing", crm)
-            done.add(key)
-        todo = [_task(e) for e in mine if e.key not in existing]
-        results = conn.write_tasks(todo) if todo else []
-        written += [(r.key, crm, r.crm_id) for r in results if r.ok and r.crm_id]
-        for res in results:
-            if res.ok and res.crm_id:
-                ctx.count("tasks_created" if res.created is not False else "tasks_existing", crm)
-                done.add(res.key)
-            else:
-                engine.state.fail(res.key, crm, res.error or "rejected")
-                _error(engine, ctx, crm, f"task {res.key}", res.error or "rejected")
+        if mine:
+            done |= _write_crm_tasks(engine, ctx, crm, conn, mine, maybe_written, written)
+    return done
+
+
+def _write_crm_tasks(
+    engine: Engine,
+    ctx: CycleContext,
+    crm: str,
+    conn: Connector,
+    mine: Sequence[LedgerEntry],
+    maybe_written: set[tuple[str, str]],
+    written: list[tuple[str, str, str]],
+) -> set[str]:
+    """One CRM's tasks: those an earlier run may have written looked up by key first."""
+    check = [e.key for e in mine if (e.key, e.crm) in maybe_written]
+    existing = conn.find_tasks(check) if check else {}
+    written += [(key, crm, task_id) for key, task_id in existing.items()]
+    if existing:
+        ctx.count("tasks_existing", crm, len(existing))
+    done = set(existing)
+    todo = [_task(e) for e in mine if e.key not in existing]
+    for res in conn.write_tasks(todo) if todo else []:
+        if res.ok and res.crm_id:
+            written.append((res.key, crm, res.crm_id))
+            ctx.count("tasks_created" if res.created is not False else "tasks_existing", crm)
+            done.add(res.key)
+        else:
+            engine.state.fail(res.key, crm, res.error or "rejected")
+            _error(engine, ctx, crm, f"task {res.key}", res.error or "rejected")
     return done
 
 
@@ -805,22 +850,34 @@ def _apply_writes(
         done = {crm: send(crm) for crm in jobs}
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for crm, (cleared, results) in done.items():
-        for res in cleared:
-            if not res.ok:
-                _error(engine, ctx, crm, f"person {res.key}", res.error or "rejected")
-        updates = jobs[crm][1]
-        written: dict[str, dict[str, Any]] = {}
-        types = {u.person_id: u.object_type for u in reversed(updates)}  # the first, as before
-        for res in results:
-            if res.ok:
-                ctx.count("updated", crm)
-                written[res.key] = writes.values[(crm, res.key, types[res.key])]
-            else:
-                _error(engine, ctx, crm, f"person {res.key}", res.error or "rejected")
-        out[crm] = written
+        out[crm] = _record_writes(engine, ctx, crm, writes, jobs[crm][1], cleared, results)
         if mirror:
-            _mirror_writes(engine, crm, written, {})
+            _mirror_writes(engine, crm, out[crm], {})
     return out
+
+
+def _record_writes(
+    engine: Engine,
+    ctx: CycleContext,
+    crm: str,
+    writes: _Writes,
+    updates: Sequence[PersonUpdate],
+    cleared: Sequence[WriteResult],
+    results: Sequence[WriteResult],
+) -> dict[str, dict[str, Any]]:
+    """One CRM's person-write results: rejections recorded; the values written, by person id."""
+    for res in cleared:
+        if not res.ok:
+            _error(engine, ctx, crm, f"person {res.key}", res.error or "rejected")
+    written: dict[str, dict[str, Any]] = {}
+    types = {u.person_id: u.object_type for u in reversed(updates)}  # the first, as before
+    for res in results:
+        if res.ok:
+            ctx.count("updated", crm)
+            written[res.key] = writes.values[(crm, res.key, types[res.key])]
+        else:
+            _error(engine, ctx, crm, f"person {res.key}", res.error or "rejected")
+    return written
 
 
 def _mirror_writes(

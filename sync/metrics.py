@@ -99,7 +99,8 @@ class MetricsServer:
     def _app(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path == "/metrics":
-            return self._metrics_app(environ, start_response)
+            served: Iterable[bytes] = self._metrics_app(environ, start_response)
+            return served
         if path == "/healthz":
             ok, body = self._health()
             start_response(

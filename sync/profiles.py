@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from mappings.lifecycle import merged_stage, person_stage
-from mappings.models import MappingSet
+from mappings.models import FieldMapping, MappingSet
 from sync.fieldsync import decide
 from sync.records import Person, normalize_email
 from sync.state import Identity
@@ -140,26 +140,26 @@ def resolve(profile: Profile, mapping: MappingSet, last: Mapping[str, str | None
         newest = profile.hubspot_stage if hs.modified_at > sf.modified_at else profile.salesforce_stage
     profile.stage = merged_stage(lc, profile.hubspot_stage, profile.salesforce_stage, newest)
     for fm in mapping.fields.fields:
-        hs_value = hs.values.get(fm.hubspot) if hs and fm.hubspot else None
-        sf_name = fm.salesforce_name(sf.object_type) if sf else None
-        sf_value = sf.values.get(sf_name) if sf and sf_name else None
-        if fm.name == EMAIL_FIELD:  # one address under two spellings is one value
-            hs_value, sf_value = normalize_email(hs_value), normalize_email(sf_value)
-        if not (hs and sf and fm.hubspot and sf_name):
-            profile.values[fm.name] = fm.to_hubspot(sf_value) if sf_value not in (None, "") else hs_value
-            if fm.name == EMAIL_FIELD:
-                profile.values[fm.name] = normalize_email(profile.values[fm.name])
-            continue
-        d = decide(
-            fm,
-            hs_value,
-            sf_value,
-            last.get(fm.name),
-            hs.field_modified_at.get(fm.hubspot, hs.modified_at),
-            sf.modified_at,
-        )
-        profile.values[fm.name] = d.value
-        if d.to_hubspot is not None or d.clear_hubspot:
-            profile.to_hubspot[fm.hubspot] = d.to_hubspot or ""
-        if d.to_salesforce is not None or d.clear_salesforce:
-            profile.to_salesforce[sf_name] = d.to_salesforce
+        _resolve_field(profile, fm, last.get(fm.name))
+
+
+def _resolve_field(profile: Profile, fm: FieldMapping, last: str | None) -> None:
+    """One mapped field: its canonical value and, for a person in both CRMs, the writes."""
+    hs, sf = profile.hubspot, profile.salesforce
+    hs_value = hs.values.get(fm.hubspot) if hs and fm.hubspot else None
+    sf_name = fm.salesforce_name(sf.object_type) if sf else None
+    sf_value = sf.values.get(sf_name) if sf and sf_name else None
+    if fm.name == EMAIL_FIELD:  # one address under two spellings is one value
+        hs_value, sf_value = normalize_email(hs_value), normalize_email(sf_value)
+    if not (hs and sf and fm.hubspot and sf_name):
+        value = fm.to_hubspot(sf_value) if sf_value not in (None, "") else hs_value
+        profile.values[fm.name] = normalize_email(value) if fm.name == EMAIL_FIELD else value
+        return
+    d = decide(
+        fm, hs_value, sf_value, last, hs.field_modified_at.get(fm.hubspot, hs.modified_at), sf.modified_at
+    )
+    profile.values[fm.name] = d.value
+    if d.to_hubspot is not None or d.clear_hubspot:
+        profile.to_hubspot[fm.hubspot] = d.to_hubspot or ""
+    if d.to_salesforce is not None or d.clear_salesforce:
+        profile.to_salesforce[sf_name] = d.to_salesforce

@@ -20,15 +20,17 @@ from urllib.parse import quote_plus, urlencode
 import requests
 import structlog
 from more_itertools import chunked
-from simple_salesforce import Salesforce, format_soql
+from simple_salesforce.api import Salesforce
+from simple_salesforce.format import format_soql
 from simple_salesforce.exceptions import SalesforceError
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
+from connectors.retry import RetryPolicy
+from connectors.retry import call as call_with_retries
 from connectors.salesforce.auth import SalesforceAuth, SalesforceAuthSettings
 from connectors.salesforce.errors import classify, record_error
 from connectors.salesforce.transport import MeteredSession
 from sync.clock import utc_now
-from sync.errors import AuthError, CrmError, QuotaExhausted, RetriableCrmError
+from sync.errors import AuthError, CrmError, HandoffError, QuotaExhausted, RetriableCrmError
 from sync.records import (
     Activity,
     Crm,
@@ -233,23 +235,9 @@ class SalesforceConnector:
             )
 
     def _retrying(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        s = self.settings
-        for attempt in Retrying(
-            retry=retry_if_exception_type(RetriableCrmError),
-            stop=stop_after_attempt(s.max_attempts),
-            wait=wait_random_exponential(multiplier=0.5, max=s.max_wait),
-            reraise=True,
-        ):
-            with attempt:
-                try:
-                    return fn(*args, **kwargs)
-                except requests.RequestException as exc:
-                    raise RetriableCrmError(
-                        "salesforce", f"connection failed: {type(exc).__name__}"
-                    ) from None
-                except Exception as exc:
-                    raise classify(exc) from None
-        raise AssertionError("unreachable")
+        """``fn`` by the shared retry policy (connectors/retry.py)."""
+        policy = RetryPolicy(attempts=self.settings.max_attempts, max_wait=self.settings.max_wait)
+        return call_with_retries(lambda: fn(*args, **kwargs), policy, _classify)
 
     def _query_url(self, soql: str, include_deleted: bool = False) -> str:
         resource = "queryAll" if include_deleted else "query"
@@ -446,7 +434,7 @@ class SalesforceConnector:
                 classify(exc)
                 if isinstance(exc, SalesforceError)
                 else RetriableCrmError("salesforce", str(exc))
-            ) from None
+            ) from exc
         done = {"phase": next_phase, "upper": upper} if next_phase else None
         yield PeoplePage([], done, datetime.fromisoformat(upper) if done is None else None)
 
@@ -703,6 +691,13 @@ class SalesforceConnector:
         return out
 
 
+def _classify(exc: BaseException) -> HandoffError:
+    """A simple-salesforce call's exception as crm-handoff's error (no answer: retriable)."""
+    if isinstance(exc, requests.RequestException):
+        return RetriableCrmError("salesforce", f"connection failed: {type(exc).__name__}")
+    return classify(exc)
+
+
 def _lines(text: str) -> Iterator[str]:
     """The lines of ``text`` with their endings, one at a time (``io.StringIO`` would hold
     a copy of a whole bulk results page at four bytes a character)."""
@@ -819,7 +814,8 @@ class _MeteredTransport:
     def post_xml(self, address: str, envelope: Any, headers: dict[str, str]) -> requests.Response:
         from zeep.wsdl.utils import etree_to_string
 
-        return self.session.post(address, data=etree_to_string(envelope), headers=headers)
+        body = etree_to_string(envelope)  # type: ignore[no-untyped-call]
+        return self.session.post(address, data=body, headers=headers)
 
 
 def _metadata_api(connector: SalesforceConnector) -> Any:

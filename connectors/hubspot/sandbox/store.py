@@ -1000,7 +1000,8 @@ class HubSpotStore:
                     for i, o in enumerate(body["options"] or [])
                 ]
             found["updatedAt"] = iso(self.now_ms())
-            return json.loads(json.dumps(found))
+            out: JSON = json.loads(json.dumps(found))
+            return out
 
     def properties(self, object_type: str, archived: bool = False) -> list[JSON]:
         """All property definitions of an object type."""
@@ -1055,7 +1056,8 @@ class HubSpotStore:
                     for r in table.records.values()
                     if not r.archived and name in r.props
                 }
-            return json.loads(json.dumps(d))
+            out: JSON = json.loads(json.dumps(d))
+            return out
 
     def summary(self) -> JSON:
         """Counts per object type (live records), owners, events."""

@@ -685,7 +685,7 @@ def _convert(fdef: FieldDef, value: Any) -> Any:
     """A JSON value as the stored Python value for this field; RecordError if invalid."""
     if value is None or value == "":
         return None
-    converter = _CONVERTERS.get(fdef.type, _to_text)
+    converter: Callable[[FieldDef, Any], Any] = _CONVERTERS.get(fdef.type, _to_text)
     return converter(fdef, value)
 
 
