@@ -209,7 +209,7 @@ class StateStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine: Engine = create_engine(url, future=True)
+        self.engine: Engine = create_engine(url, future=True, connect_args=_connect_args(url))
         self._local = threading.local()  # the open batch's connection, per thread
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -1056,6 +1056,17 @@ def _upsert(conn: Any, table: Table, rows: list[dict[str, Any]]) -> None:
 def _parts(items: list[Any], size: int = 500) -> Iterator[list[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+#: seconds a PostgreSQL connection attempt may take: a host that drops packets gives up then
+CONNECT_TIMEOUT = 10
+
+
+def _connect_args(url: str) -> dict[str, Any]:
+    """Driver options: a bounded connect on PostgreSQL (unless the URL sets its own)."""
+    if url.startswith("postgresql") and "connect_timeout" not in url:
+        return {"connect_timeout": CONNECT_TIMEOUT}
+    return {}
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

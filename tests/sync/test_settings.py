@@ -126,3 +126,11 @@ def test_every_command_refuses_an_invalid_setting_with_exit_2(monkeypatch, capsy
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: setting HUBSPOT_EVENT_KINDS: e_visited_page: ")
+
+
+def test_a_postgresql_state_connects_with_a_bounded_timeout():
+    from sync.state import CONNECT_TIMEOUT, _connect_args
+
+    assert _connect_args("postgresql+psycopg://u:p@db.internal/db") == {"connect_timeout": CONNECT_TIMEOUT}
+    assert _connect_args("postgresql+psycopg://u:p@h/db?connect_timeout=3") == {}
+    assert _connect_args("sqlite:///x.db") == {}
