@@ -27,6 +27,7 @@ from yaml.reader import Reader, ReaderError
 from yaml.resolver import Resolver
 from yaml.scanner import Scanner
 
+from mappings.context import sample_contexts
 from mappings.models import FILES, TEMPLATE_KEYS, MappingSet
 from mappings.templates import check_template
 from sync.errors import ConfigError
@@ -371,8 +372,6 @@ def _where(sources: dict[str, _Source], name: str, loc: Loc) -> str:
 
 def _template_problems(m: MappingSet) -> list[str]:
     """Each template checked against sample contexts built by the code a run uses."""
-    from sync.brief import sample_contexts  # sync.brief renders with these models
-
     contexts = sample_contexts(m)
     return [
         f"{m.handoff.template_where(key, p.line)}: {key}: {p.message}"

@@ -1,27 +1,24 @@
-"""The brief a rep reads on the handoff task: why, recent activity, content to use (pure).
+"""The brief a rep reads on the handoff task, rendered from the mapping's templates (pure).
 
-``brief_context`` builds the variables the subject/body templates see; ``sample_contexts``
-builds samples with the same code, so ``handoff validate`` checks templates against
-exactly what a run will give them.
+The variables the templates see are built by ``mappings.context`` (shared with
+``handoff validate``'s template checks).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 
-from mappings.models import ContentAsset, Handoff, MappingSet, Rep
+from mappings.context import brief_context, due_date
+from mappings.models import Handoff
 from mappings.templates import TemplateProblem, render
 from sync.errors import ConfigError
-from sync.qualify import Reason
-from sync.records import ACTIVITY_KINDS, Activity
+from sync.records import Activity, Reason
 
 SUBJECT_MAX = 255
 BODY_MAX = 32_000
-SAMPLE_NOW = datetime(2024, 3, 4, 9, 0, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -29,100 +26,6 @@ class Brief:
     subject: str
     body: str
     due: date
-
-
-def due_date(start: datetime, days: int, business_days: bool) -> date:
-    """``days`` (business) days after ``start``."""
-    day = start.date()
-    added = 0
-    while added < days:
-        day += timedelta(days=1)
-        if not business_days or day.weekday() < 5:
-            added += 1
-    return day
-
-
-def recommend(
-    library: Sequence[ContentAsset],
-    activities: Sequence[Activity],
-    stage: str | None,
-    industry: str | None = None,
-) -> list[ContentAsset]:
-    """Assets whose topics appear in recent activity titles; else those for the stage.
-
-    A topic matches as a whole word or phrase, case-insensitively ("roi" is not in
-    "Android"); an asset that names industries serves only people in one of them.
-    """
-    served = [a for a in library if _serves(a, industry)]
-    titles = [a.title for a in activities]
-    by_topic = [a for a in served if any(_mentions(t, title) for t in a.topics for title in titles)]
-    if by_topic:
-        return by_topic[:3]
-    return [a for a in served if stage in a.stages][:2]
-
-
-def _mentions(topic: str, text: str) -> bool:
-    words = topic.split()
-    if not words:
-        return False
-    pattern = r"(?<!\w)" + r"\s+".join(re.escape(w) for w in words) + r"(?!\w)"
-    return re.search(pattern, text, re.IGNORECASE) is not None
-
-
-def _serves(asset: ContentAsset, industry: str | None) -> bool:
-    if not asset.industries:
-        return True
-    return (industry or "").strip().casefold() in {i.casefold() for i in asset.industries}
-
-
-def person_view(values: Mapping[str, str | None], stage: str | None) -> dict[str, object]:
-    """What templates see as ``person``."""
-    name = " ".join(v for v in (values.get("first_name"), values.get("last_name")) if v)
-    return {
-        "name": name or values.get("email") or "(no name)",
-        "email": values.get("email") or "",
-        "title": values.get("title") or "",
-        "company": values.get("company") or "",
-        "country": values.get("country") or "",
-        "stage": stage or "",
-        "fields": dict(values),
-    }
-
-
-def rep_view(rep: Rep) -> dict[str, str]:
-    """What templates see as ``rep``."""
-    return {"name": rep.name, "email": rep.email}
-
-
-def brief_context(
-    cfg: Handoff,
-    threshold: int,
-    values: Mapping[str, str | None],
-    stage: str | None,
-    score: int,
-    reasons: Sequence[Reason],
-    activities: Sequence[Activity],
-    rep: Mapping[str, str],
-    now: datetime,
-) -> dict[str, Any]:
-    """The variables the subject and body templates are rendered with."""
-    recent = sorted(activities, key=lambda a: a.occurred_at, reverse=True)[: cfg.recent_activity_limit]
-    return {
-        "person": person_view(values, stage),
-        "rep": dict(rep),
-        "score": score,
-        "threshold": threshold,
-        "reasons": [{"rule": r.rule, "points": r.points, "detail": r.detail} for r in reasons],
-        "activities": [
-            {"kind": a.kind.replace("_", " "), "title": a.title, "when": a.occurred_at.date().isoformat()}
-            for a in recent
-        ],
-        "content": [
-            {"title": c.title, "url": c.url}
-            for c in recommend(cfg.content_library, recent, stage, values.get("industry"))
-        ],
-        "due": due_date(now, cfg.due_in_days, cfg.business_days).isoformat(),
-    }
 
 
 def render_template(cfg: Handoff, key: str, context: Mapping[str, Any]) -> str:
@@ -149,37 +52,3 @@ def build_brief(
     subject = " ".join(render_template(cfg, "subject", context).split())[:SUBJECT_MAX]
     body = render_template(cfg, "body", context).strip()[:BODY_MAX]
     return Brief(subject=subject, body=body, due=due_date(now, cfg.due_in_days, cfg.business_days))
-
-
-def sample_contexts(m: MappingSet) -> list[dict[str, Any]]:
-    """Two template contexts for ``m``: every value set and list filled, then all empty."""
-    sample_asset = ContentAsset(title="Sample asset", url="https://example.invalid/asset", topics=("sample",))
-    full_cfg = m.handoff.model_copy(
-        update={
-            "content_library": (*m.handoff.content_library, sample_asset),
-            "recent_activity_limit": max(m.handoff.recent_activity_limit, 1),
-        }
-    )
-    sr = m.sales_ready
-    rules = [(r.name, r.points) for r in sr.fit] + [(r.name, r.points) for r in sr.behaviour]
-    activities = [
-        Activity(crm="hubspot", id=f"sample-{i}", kind=kind, occurred_at=SAMPLE_NOW, title=f"Sample {kind}")
-        for i, kind in enumerate(ACTIVITY_KINDS)
-    ]
-    stage = next(iter(sr.eligible_stages), m.lifecycle.funnel[0])
-    rep = rep_view(m.reps.reps[0])
-    threshold = sr.threshold
-    fields = sorted(m.canonical_fields())
-    full = brief_context(
-        full_cfg,
-        threshold,
-        {f: f"sample {f}" for f in fields},
-        stage,
-        threshold,
-        [Reason(rule, points, "sample detail") for rule, points in rules or [("Sample rule", 1)]],
-        activities,
-        rep,
-        SAMPLE_NOW,
-    )
-    empty = brief_context(m.handoff, threshold, dict.fromkeys(fields), None, 0, [], [], rep, SAMPLE_NOW)
-    return [full, empty]

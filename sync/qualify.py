@@ -7,16 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from mappings.models import FieldCondition, SalesReady
-from sync.records import Activity
-
-
-@dataclass(frozen=True)
-class Reason:
-    """One rule that fired, with its points and what made it fire."""
-
-    rule: str
-    points: int
-    detail: str = ""
+from sync.records import Activity, Reason
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,15 @@ class Activity:
         object.__setattr__(self, "email", normalize_email(self.email))
 
 
+@dataclass(frozen=True)
+class Reason:
+    """One sales-ready rule that fired, with its points and what made it fire."""
+
+    rule: str
+    points: int
+    detail: str = ""
+
+
 @dataclass(frozen=True, slots=True)
 class Owner:
     """A HubSpot owner or Salesforce user who can be assigned work."""

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from mappings.context import brief_context, rep_view, sample_contexts
 from mappings.loader import default_dir, load_mappings
 from mappings.templates import TemplateProblem, render
-from sync.brief import brief_context, build_brief, rep_view, sample_contexts
+from sync.brief import build_brief
 from sync.errors import ConfigError
-from sync.qualify import Reason
-from sync.records import Activity
+from sync.records import Activity, Reason
 
 EMAIL_LINE = "Email: {{ person.email }}"
 

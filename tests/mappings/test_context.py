@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from mappings.context import recommend
 from mappings.models import ContentAsset
-from sync.brief import recommend
 from sync.records import Activity
 
 ROI = ContentAsset(title="ROI calculator", url="https://x.example/roi", topics=("roi",))
