@@ -27,13 +27,14 @@ from hubspot.crm.objects.tasks import (
     BatchInputSimplePublicObjectBatchInputForCreate,
 )
 from more_itertools import chunked
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from connectors.hubspot.auth import HubSpotAuth, HubSpotAuthSettings
 from connectors.hubspot.errors import classify
 from connectors.hubspot.transport import CallMeter
+from connectors.retry import RetryPolicy
+from connectors.retry import call as call_with_retries
 from sync.clock import utc_now
-from sync.errors import AuthError, RetriableCrmError
+from sync.errors import AuthError, HandoffError, RetriableCrmError
 from sync.records import (
     HANDOFF_STATUSES,
     Activity,
@@ -166,38 +167,32 @@ class HubSpotConnector:
     # --- plumbing -------------------------------------------------------------
     def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """One SDK call with a timeout, retried on transient failures; a 401 refreshes once."""
+        sent: dict[str, str] = {}  # the authorisation of the latest attempt
         try:
-            return self._retrying(fn, *args, **kwargs)
+            return self._retrying(fn, sent, *args, **kwargs)
         except AuthError as exc:
             if exc.status != 401 or not self.auth.can_refresh:
                 raise
-            self.auth.invalidate(kwargs.get("_request_auth", {}).get("value", "").removeprefix("Bearer "))
-            return self._retrying(fn, *args, **kwargs)
+            self.auth.invalidate(sent.get("value", "").removeprefix("Bearer "))  # the token refused
+            return self._retrying(fn, sent, *args, **kwargs)
 
-    def _retrying(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    def _retrying(self, fn: Callable[..., T], sent: dict[str, str], *args: Any, **kwargs: Any) -> T:
+        """``fn`` by the shared retry policy (connectors/retry.py), authorised per attempt
+        (``sent``: the authorisation of the latest attempt)."""
         s = self.settings
         kwargs.setdefault("_request_timeout", (10, s.timeout))
-        for attempt in Retrying(
-            retry=retry_if_exception_type(RetriableCrmError),
-            stop=stop_after_attempt(s.max_attempts),
-            wait=_wait(s.max_wait),
-            before_sleep=self._note_wait,
-            reraise=True,
-        ):
-            with attempt:
-                try:
-                    kwargs["_request_auth"] = self.auth.request_auth()
-                    return fn(*args, **kwargs)
-                except (urllib3.exceptions.HTTPError, OSError) as exc:
-                    raise RetriableCrmError("hubspot", f"connection failed: {type(exc).__name__}") from None
-                except Exception as exc:
-                    raise classify(exc) from None
-        raise AssertionError("unreachable")
 
-    def _note_wait(self, state: Any) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        if getattr(exc, "status", None) == 429 and state.next_action is not None:
-            self._retry_waited += float(state.next_action.sleep)
+        def attempt() -> T:
+            sent.update(self.auth.request_auth())
+            kwargs["_request_auth"] = dict(sent)
+            return fn(*args, **kwargs)
+
+        policy = RetryPolicy(attempts=s.max_attempts, max_wait=s.max_wait)
+        return call_with_retries(attempt, policy, _classify, self._note_wait)
+
+    def _note_wait(self, error: BaseException, seconds: float) -> None:
+        if getattr(error, "status", None) == 429:
+            self._retry_waited += seconds
 
     @property
     def rate_limit_waited(self) -> float:
@@ -382,7 +377,7 @@ class HubSpotConnector:
             qs: dict[str, Any] = {"eventType": "CLICK", "startTimestamp": _ms(since), "limit": 1000}
             if offset:
                 qs["offset"] = offset
-            resp = self._call_raw({"method": "GET", "path": "/email/public/v1/events", "qs": qs})
+            resp = self._call_raw("/email/public/v1/events", qs)
             for ev in resp.get("events", []):
                 yield Activity(
                     crm="hubspot",
@@ -396,29 +391,32 @@ class HubSpotConnector:
             if not resp.get("hasMore"):
                 return
 
-    def _call_raw(self, options: dict[str, Any]) -> dict[str, Any]:
-        from connectors.hubspot.errors import classify_raw
+    def _call_raw(self, path: str, query: Mapping[str, Any]) -> dict[str, Any]:
+        """GET a path the SDK has no API class for (the legacy email events API) through a
+        generated API client: the same metered transport, timeout, auth, retries and error
+        classification as every other call (the SDK's ``api_request`` has no timeout and
+        prints its errors to stdout)."""
+        api_client = self.client.crm.owners.owners_api.api_client  # any: all share the meter
 
-        def send() -> dict[str, Any]:
-            self.calls[f"{options['method']} {options['path']}"] += 1
-            self.client.access_token = self.auth.token()
-            resp = self.client.api_request({**options, "timeout": self.settings.timeout})
-            if resp.status_code >= 400:
-                raise classify_raw(resp.status_code, resp.text, resp.headers)
-            return dict(resp.json())
+        def fetch(**kw: Any) -> dict[str, Any]:
+            resp = api_client.call_api(
+                path,
+                "GET",
+                {},
+                list(query.items()),
+                {"Accept": "application/json"},
+                response_types_map={},
+                auth_settings=["oauth2"],
+                _return_http_data_only=True,
+                _preload_content=False,
+                **kw,
+            )
+            try:
+                return dict(json.loads(resp.data or b"{}"))
+            finally:
+                resp.release_conn()
 
-        for attempt in Retrying(
-            retry=retry_if_exception_type(RetriableCrmError),
-            stop=stop_after_attempt(self.settings.max_attempts),
-            wait=_wait(self.settings.max_wait),
-            reraise=True,
-        ):
-            with attempt:
-                try:
-                    return send()
-                except OSError as exc:
-                    raise RetriableCrmError("hubspot", f"connection failed: {type(exc).__name__}") from None
-        raise AssertionError("unreachable")
+        return self._call(fetch)
 
     def activities_for(self, people: Sequence[Person], since: datetime) -> Iterator[Activity]:
         """Meetings and calls of contacts whose "Last Activity Date" moved since ``since``.
@@ -649,15 +647,11 @@ def _batch_errors(res: Any) -> dict[str, tuple[str, str | None]]:
     return out
 
 
-def _wait(max_wait: float) -> Callable[[Any], float]:
-    backoff = wait_random_exponential(multiplier=0.5, max=max_wait)
-
-    def wait(state: Any) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        hinted = getattr(exc, "retry_after", None)
-        return min(max_wait, float(hinted)) if hinted is not None else float(backoff(state))
-
-    return wait
+def _classify(exc: BaseException) -> HandoffError:
+    """An SDK call's exception as crm-handoff's error (a connection failure: retriable)."""
+    if isinstance(exc, urllib3.exceptions.HTTPError | OSError):
+        return RetriableCrmError("hubspot", f"connection failed: {type(exc).__name__}")
+    return classify(exc)
 
 
 #: Properties ``handoff install`` creates: object type -> (name, label, type, fieldType, unique).

@@ -41,6 +41,15 @@ CONNECT_TIMEOUT = 10.0  # never above the read timeout
 NO_RETRIES = urllib3.Retry(total=None, connect=0, read=0, other=0, status=0, redirect=5)
 
 
+#: Legacy APIs that have no date-versioned successor: called as they are at any version.
+UNVERSIONED = ("/email/public/v1/",)
+
+
+def _unversioned(url: str) -> bool:
+    path = "/" + url.split("://", 1)[-1].partition("/")[2]
+    return path.startswith(UNVERSIONED)
+
+
 def endpoint(method: str, url: str) -> str:
     """``POST /crm/v3/objects/contacts/search`` from a full URL (ids collapsed)."""
     path = url.split("://", 1)[-1]
@@ -143,7 +152,7 @@ class CallMeter:
         meter = self
 
         def request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-            url = route(url, meter.api_version)
+            url = url if _unversioned(url) else route(url, meter.api_version)
             name = endpoint(method, url)
             search = name.endswith("/search")
             kwargs["_request_timeout"] = meter._timeout(url, kwargs.get("_request_timeout"))
@@ -186,8 +195,8 @@ class CallMeter:
         error = classify(exc, url)
         if not failure.permanent and self.silence.failed(started, failure):
             where = f"{origin(url)} (HUBSPOT_BASE_URL)"
-            raise CrmUnavailable("hubspot", gave_up(self.silence, where)) from None
-        raise error from None
+            raise CrmUnavailable("hubspot", gave_up(self.silence, where)) from exc
+        raise error from exc
 
     def api_factory(self) -> Callable[[Any, str, dict[str, Any]], Any]:
         """An ``api_factory`` for ``hubspot.HubSpot`` that wraps every API it builds."""

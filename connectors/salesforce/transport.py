@@ -99,6 +99,6 @@ class MeteredSession(requests.Session):
         if failure is None:
             return
         if failure.permanent:
-            raise classify(exc, url, self.explicit_verify) from None
+            raise classify(exc, url, self.explicit_verify) from exc
         if self.silence.failed(started, failure):
-            raise CrmUnavailable("salesforce", gave_up(self.silence, self._where(url))) from None
+            raise CrmUnavailable("salesforce", gave_up(self.silence, self._where(url))) from exc
