@@ -13,19 +13,34 @@ _SECRETS: set[str] = set()
 
 
 def register_secret(value: str | None) -> None:
-    """Never print this value: it is replaced by ``***`` in every log line."""
-    if value and len(value) >= 6:
-        _SECRETS.add(value)
+    """Never print this value: it is replaced by ``***`` in every log line (also as written
+    with escaped newlines, the way a PEM key is often put in one environment line)."""
+    if not value or len(value) < 6:
+        return
+    _SECRETS.add(value)
+    for form in (value.replace("\\n", "\n"), value.replace("\n", "\\n"), value.strip()):
+        if len(form) >= 6:
+            _SECRETS.add(form)
+
+
+def _scrub(value: Any) -> Any:
+    """``value`` with every secret replaced, inside dicts, lists and tuples too."""
+    if isinstance(value, str):
+        for secret in sorted(_SECRETS, key=len, reverse=True):
+            value = value.replace(secret, "***")
+        return value
+    if isinstance(value, dict):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_scrub(v) for v in value]
+    return value
 
 
 def _redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     if not _SECRETS:
         return event
     for key, value in event.items():
-        if isinstance(value, str):
-            for secret in _SECRETS:
-                value = value.replace(secret, "***")
-            event[key] = value
+        event[key] = _scrub(value)
     return event
 
 
