@@ -21,8 +21,8 @@ import requests
 import structlog
 from more_itertools import chunked
 from simple_salesforce.api import Salesforce
-from simple_salesforce.format import format_soql
 from simple_salesforce.exceptions import SalesforceError
+from simple_salesforce.format import format_soql
 
 from connectors.retry import RetryPolicy
 from connectors.retry import call as call_with_retries

@@ -14,7 +14,7 @@ import pytest
 
 from connectors.hubspot.connector import HubSpotConnector, HubSpotSettings
 from connectors.hubspot.sandbox import HubSpotSandbox, HubSpotStore
-from sync.errors import CrmUnavailable, RetriableCrmError
+from sync.errors import CrmUnavailable
 from sync.records import Activity
 
 EVENTS = "GET /email/public/v1/events"
