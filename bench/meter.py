@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 import threading
 from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -17,6 +19,7 @@ from werkzeug.wrappers import Request, Response
 
 from connectors.hubspot.sandbox import HubSpotSandbox
 from connectors.hubspot.sandbox.app import RateLimiter
+from connectors.hubspot.sandbox.store import parse_time
 from connectors.salesforce.sandbox import SalesforceSandbox
 
 #: Call classes, in table order.
@@ -115,12 +118,48 @@ class _Tally:
             return Counter(self.counts)
 
 
+def hubspot_chain(method: str, path: str, args: Mapping[str, str]) -> str | None:
+    """The cursor-paged read a HubSpot call belongs to (its pages come one after another),
+    or None for a call that needs no earlier answer (batches, lookups, writes)."""
+    line = f"{method} {path.rstrip('/')}"
+    if re.search(r"GET /events/", line):
+        return f"events:{args.get('eventType') or '*'}"
+    if line.endswith("/email/public/v1/events"):
+        return f"email:{args.get('eventType') or '*'}"
+    if re.search(r"GET /crm/v3/objects/contacts$", line):
+        return "contacts:archived" if args.get("archived") == "true" else "contacts:list"
+    if re.search(r"POST /crm/v3/objects/contacts/search$", line):
+        return "contacts:search"
+    return None
+
+
+@dataclass
+class ActivityWindow:
+    """The earliest occurrence time (ms) each activity read of a cycle asked for."""
+
+    events_after: int | None = None
+    email_after: int | None = None
+
+    def note(self, chain: str, args: Mapping[str, str]) -> None:
+        raw = args.get("occurredAfter") if chain.startswith("events") else args.get("startTimestamp")
+        ms = parse_time(raw) if raw else None
+        if ms is None:
+            return
+        if chain.startswith("events"):
+            self.events_after = ms if self.events_after is None else min(self.events_after, ms)
+        else:
+            self.email_after = ms if self.email_after is None else min(self.email_after, ms)
+
+
 class MeteredHubSpot(HubSpotSandbox):
-    """HubSpotSandbox counting calls by class, and 429 answers."""
+    """HubSpotSandbox counting calls by class, 429 answers, cursor chains and the activity
+    windows asked for."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.tally = _Tally()
+        self.chains: Counter[str] = Counter()
+        self.window = ActivityWindow()
         self._limits: tuple[int, int, int, int] = (
             kwargs.get("rate_limit_max", 190),
             kwargs.get("interval_ms", 10_000),
@@ -132,8 +171,22 @@ class MeteredHubSpot(HubSpotSandbox):
         response = super().dispatch(request)
         if not request.path.startswith("/__sandbox/"):
             search = request.path.rstrip("/").endswith("/search")
-            self.tally.add(hubspot_class(request.method, request.path), response.status_code == 429, search)
+            throttled = response.status_code == 429
+            self.tally.add(hubspot_class(request.method, request.path), throttled, search)
+            chain = hubspot_chain(request.method, request.path, request.args)
+            if chain is not None and not throttled:
+                with self._lock:
+                    self.chains[chain] += 1
+                    if chain.startswith(("events", "email")):
+                        self.window.note(chain, request.args)
         return response
+
+    def take_chains(self) -> tuple[Counter[str], ActivityWindow]:
+        """The chains and activity window since the last call, and start afresh."""
+        with self._lock:
+            out = self.chains, self.window
+            self.chains, self.window = Counter(), ActivityWindow()
+        return out
 
     def new_window(self) -> None:
         """Forget the rolling windows, as a schedule interval (300 s) between cycles would."""

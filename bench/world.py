@@ -7,8 +7,10 @@ id, the rest by email), a minority engaged enough to be sales-ready.
 
 from __future__ import annotations
 
+import bisect
 import random
 import shutil
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -63,7 +65,11 @@ class World:
     hs_ids: list[str] = field(default_factory=list)
     sf_leads: list[str] = field(default_factory=list)
     rep_users: list[str] = field(default_factory=list)
+    webinar: str = ""
     probe_contact: str = ""
+    #: Fit (45 points) people with no behaviour yet, ("hubspot"|"salesforce", id), in the
+    #: order the latency series makes them sales-ready.
+    probes: list[tuple[str, str]] = field(default_factory=list)
     rnd: random.Random = field(default_factory=lambda: random.Random(11))
 
 
@@ -89,8 +95,9 @@ def mapping_dir(target: Path) -> Path:
     return target
 
 
-def seed(world: World, people: int) -> None:
-    """Reps in both CRMs, ``people`` people with activity, and the latency probe."""
+def seed(world: World, people: int, probes: int = 0) -> None:
+    """Reps in both CRMs, ``people`` people with activity (``probes`` of them fit people
+    with no behaviour, two HubSpot contacts to one Salesforce lead), and the latency probe."""
     hs, sf = world.hs, world.sf
     now = world.clock()
     for i, email in enumerate(rep_emails()):
@@ -104,8 +111,11 @@ def seed(world: World, people: int) -> None:
         "Campaign", {"Name": "Security whitepaper", "Type": "Content", "Status": "In Progress"}
     )
     world.probe_contact = hs.add_contact(_probe_props(), created_at=now - timedelta(days=90))
-    for i in range(1, people):
+    for n in range(probes):
+        world.probes.append(_seed_probe(world, n, now))
+    for i in range(1, people - probes):
         _seed_person(world, i, now, webinar, content)
+    world.webinar = webinar
 
 
 def _probe_props() -> dict[str, str]:
@@ -120,6 +130,19 @@ def _probe_props() -> dict[str, str]:
         "country": "United States",
         "lifecyclestage": "lead",
     }
+
+
+def _seed_probe(world: World, n: int, now: datetime) -> tuple[str, str]:
+    props = _probe_props() | {"email": f"probe{n}@latency.example", "lastname": f"Probe{n}"}
+    if n % 3 != 2:
+        return "hubspot", world.hs.add_contact(props, created_at=now - timedelta(days=90))
+    lead = {
+        "FirstName": "Pat", "LastName": f"Probe{n}", "Email": props["email"], "Company": "Probe Inc",
+        "Title": "VP Marketing", "Industry": "Technology", "NumberOfEmployees": 250,
+        "Country": "United States", "Status": "Open - Not Contacted", "OwnerId": world.rep_users[0],
+        "LeadSource": "Web",
+    }  # fmt: skip
+    return "salesforce", world.sf.insert("Lead", lead, at=now - timedelta(days=90))
 
 
 def _seed_person(world: World, i: int, now: datetime, webinar: str, content: str) -> None:
@@ -226,6 +249,64 @@ def make_probe_ready(world: World) -> datetime:
     world.hs.add_event("e_submitted_form", world.probe_contact, at, {"hs_title": "Request a demo"})
     world.hs.add_event("e_attended_webinar", world.probe_contact, at, {"hs_title": "Webinar: Scaling revops"})
     return at
+
+
+def make_ready(world: World, crm: str, person: str) -> datetime:
+    """A probe (fit 45 points) acts now: a demo request and a webinar in HubSpot, a meeting
+    and a webinar in Salesforce. It is then sales-ready; returns the moment."""
+    at = world.clock()
+    if crm == "hubspot":
+        world.hs.add_event("e_submitted_form", person, at, {"hs_title": "Request a demo"})
+        world.hs.add_event("e_attended_webinar", person, at, {"hs_title": "Webinar: Scaling revops"})
+        return at
+    stamp = at.strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+    event = {"Subject": "Discovery meeting", "WhoId": person, "OwnerId": world.rep_users[0]}
+    world.sf.insert("Event", event | {"StartDateTime": stamp, "EndDateTime": stamp}, at=at)
+    member = {"CampaignId": world.webinar, "LeadId": person, "Status": "Attended"}
+    world.sf.insert("CampaignMember", member, at=at)
+    return at
+
+
+def tasks_created(world: World) -> dict[str, datetime]:
+    """Creation time of every handoff task in either CRM, by the id in its key
+    (``hs-<id>#1`` / ``sf-<id>#1``: the lower-case id of the person it hands off)."""
+    out: dict[str, datetime] = {}
+    with world.hs.lock:
+        for rec in world.hs.tables["tasks"].records.values():
+            key = str(rec.props.get("crm_handoff_key") or "")
+            if key:
+                out.setdefault(_key_id(key), datetime.fromtimestamp(rec.created / 1000, UTC))
+    table = world.sf._table("Task")
+    with world.sf.lock:
+        ids = list(table.rows)
+    for task_id in ids:
+        row = world.sf.get("Task", task_id) or {}
+        key = str(row.get("Handoff_Key__c") or "")
+        created = row.get("CreatedDate")
+        if key and isinstance(created, datetime):
+            out.setdefault(_key_id(key), created if created.tzinfo else created.replace(tzinfo=UTC))
+    return out
+
+
+def _key_id(key: str) -> str:
+    return key.partition("#")[0].partition("-")[2].lower()
+
+
+def activity_in_window(
+    hs: HubSpotStore, events_after: int | None, email_after: int | None
+) -> tuple[Counter[str], int]:
+    """Events by type occurring at/after ``events_after`` (ms), and email clicks at/after
+    ``email_after``, in the store now: what a cycle's activity reads must page through."""
+    by_type: Counter[str] = Counter()
+    clicks = 0
+    with hs.lock:
+        if events_after is not None:
+            start = bisect.bisect_left(hs._events, (events_after,))
+            by_type.update(ev[3] for ev in hs._events[start:])
+        if email_after is not None:
+            start = bisect.bisect_left(hs._email_events, (email_after,))
+            clicks = sum(1 for ev in hs._email_events[start:] if ev[4] == "CLICK")
+    return by_type, clicks
 
 
 def probe_task_created(world: World, key: str) -> datetime | None:

@@ -373,8 +373,9 @@ class HubSpotSandbox:
         """Answer one request (admin, fault, rate limit or API)."""
         if request.path.startswith("/__sandbox/"):
             return self._admin(request)
-        if self.latency_ms:
-            time.sleep(self.latency_ms / 1000)
+        delay = self.faults.latency_seconds(self.latency_ms)
+        if delay:
+            time.sleep(delay)
         if request.path.rstrip("/") == "/oauth/v1/token":
             return self._oauth_token(request)
         adapter = self.url_map.bind_to_environ(request.environ)

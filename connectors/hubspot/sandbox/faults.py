@@ -40,10 +40,14 @@ class Faults:
     daily_limit: int | None = None
     #: Answer every API call with 401.
     unauthorized: bool = False
+    #: Per-call latency drawn from a triangular spread ``[low, mode, high]`` in ms (seeded
+    #: by ``seed``, its own RNG); None: the sandbox's fixed ``latency_ms``.
+    latency_spread_ms: list[float] | None = None
     seed: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     _rng: random.Random | None = field(default=None, repr=False, compare=False)
     _burst_index: int = field(default=0, repr=False, compare=False)
+    _latency_rng: random.Random | None = field(default=None, repr=False, compare=False)
 
     def update(self, values: Mapping[str, Any]) -> None:
         """Merge settings (e.g. JSON from ``POST /__sandbox/faults``); unknown keys raise."""
@@ -57,7 +61,7 @@ class Faults:
                     value = {k: set(v) for k, v in (value or {}).items()}
                 setattr(self, name, value)
                 if name == "seed":
-                    self._rng = None
+                    self._rng = self._latency_rng = None
 
     def snapshot(self) -> dict[str, Any]:
         """Current settings as JSON-ready data."""
@@ -100,6 +104,17 @@ class Faults:
             if value is not None and any(m == str(value) or m in str(value) for m in markers):
                 return name, str(value)
         return None
+
+    def latency_seconds(self, fixed_ms: float) -> float:
+        """Seconds this call waits: drawn from ``latency_spread_ms`` if set, else ``fixed_ms``."""
+        spread = self.latency_spread_ms
+        if not spread:
+            return fixed_ms / 1000
+        low, mode, high = (float(x) for x in spread)
+        with self._lock:
+            if self._latency_rng is None:
+                self._latency_rng = random.Random(f"latency-{self.seed}")
+            return self._latency_rng.triangular(low, high, mode) / 1000
 
     def _random(self) -> float:
         if self._rng is None:

@@ -91,6 +91,7 @@ class _Job:
     rows: list[Row]
     delimiter: str
     line_ending: str
+    ready_at: float = 0.0  # monotonic time the job completes (Faults.bulk_job_seconds)
 
 
 def _rules() -> Map:
@@ -245,8 +246,9 @@ class SalesforceSandbox:
             return handler(request)
         with self._meter:
             self.calls[f"{request.method} {_template(rule)}"] += 1
-        if self.latency_ms:
-            time.sleep(self.latency_ms / 1000)
+        delay = self.faults.latency_seconds(self.latency_ms)
+        if delay:
+            time.sleep(delay)
         if endpoint == "oauth_token":
             return self._oauth_token(request)
         if endpoint == "api_versions":  # no authentication, not metered, no Sforce-Limit-Info
@@ -815,7 +817,8 @@ class SalesforceSandbox:
         delimiter = _DELIMITERS.get(str(info["columnDelimiter"]), ",")
         line_ending = "\r\n" if info["lineEnding"] == "CRLF" else "\n"
         with self._meter:
-            self._jobs[job_id] = _Job(dict(info), plan, rows, delimiter, line_ending)
+            ready_at = time.monotonic() + self.faults.bulk_job_delay()
+            self._jobs[job_id] = _Job(dict(info), plan, rows, delimiter, line_ending, ready_at)
             self.bulk_jobs_created += 1
         return _json(info)
 
@@ -858,8 +861,8 @@ class SalesforceSandbox:
             return Response(status=204)
         if request.method == "PATCH":
             job.info["state"] = "Aborted"
-        elif job.info["state"] == "UploadComplete":
-            job.info["state"] = "JobComplete"
+        elif job.info["state"] in ("UploadComplete", "InProgress"):
+            job.info["state"] = "JobComplete" if time.monotonic() >= job.ready_at else "InProgress"
         return _json({**job.info, "jobType": "V2Query", "numberRecordsProcessed": len(job.rows),
                       "retries": 0, "totalProcessingTime": 0})  # fmt: skip
 

@@ -37,6 +37,10 @@ class Faults:
       ``subrequest_error_match`` (any when empty) fail with ``subrequest_error_code``
       (``QUERY_TIMEOUT``: HTTP 400; see ``SUBREQUEST_STATUS``), nothing done; the Composite
       call itself answers 200 and runs the others (``allOrNone: false``) or rolls them back.
+    - ``latency_spread_ms``: ``[low, mode, high]``: each API call waits a latency drawn from
+      that triangular spread (seeded, its own RNG) instead of the sandbox's fixed ``latency_ms``.
+    - ``bulk_job_seconds``: ``[low, high]``: a Bulk API 2.0 query job stays ``InProgress``
+      for a time drawn uniformly from that range (seeded) before ``JobComplete``.
     """
 
     expire_session_next: int = 0
@@ -50,11 +54,32 @@ class Faults:
     subrequest_error_next: int = 0
     subrequest_error_match: str = ""
     subrequest_error_code: str = "QUERY_TIMEOUT"
+    latency_spread_ms: list[float] | None = None
+    bulk_job_seconds: list[float] | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._random = random.Random(self.seed)
+        self._latency_rng = random.Random(f"latency-{self.seed}")
+        self._bulk_rng = random.Random(f"bulk-{self.seed}")
+
+    def latency_seconds(self, fixed_ms: float) -> float:
+        """Seconds this call waits: drawn from ``latency_spread_ms`` if set, else ``fixed_ms``."""
+        spread = self.latency_spread_ms
+        if not spread:
+            return fixed_ms / 1000
+        low, mode, high = (float(x) for x in spread)
+        with self._lock:
+            return self._latency_rng.triangular(low, high, mode) / 1000
+
+    def bulk_job_delay(self) -> float:
+        """Seconds a new Bulk API 2.0 query job takes to complete (0 without the knob)."""
+        spread = self.bulk_job_seconds
+        if not spread:
+            return 0.0
+        with self._lock:
+            return self._bulk_rng.uniform(float(spread[0]), float(spread[-1]))
 
     def take(self, name: str) -> bool:
         """Consume one unit of a counter fault; True if it fired."""
