@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
@@ -22,6 +23,25 @@ from sync.records import (
     TaskRequest,
     WriteResult,
 )
+
+#: In ``OpenWork.task_types``: tasks of every type.
+ANY_TYPE = "*"
+
+
+@dataclass(frozen=True)
+class OpenWork:
+    """The open work of one owner that counts against their capacity (``Connector.open_work``).
+
+    ``task_types``: open tasks of these types (``ANY_TYPE``: of every type); never
+    crm-handoff's own tasks (they carry the handoff key: the ledger counts them).
+    ``lead_statuses``: unconverted leads in these statuses (Salesforce), never those
+    crm-handoff handed off. Empty: not counted. ``up_to``: counting may stop there (more
+    would not change the owner's capacity); None: count everything.
+    """
+
+    task_types: tuple[str, ...] = ()
+    lead_statuses: tuple[str, ...] = ()
+    up_to: int | None = None
 
 
 class Connector(Protocol):
@@ -61,6 +81,14 @@ class Connector(Protocol):
 
     def find_tasks(self, keys: Sequence[str]) -> dict[str, str]:
         """Handoff key -> task id for tasks that already exist."""
+        ...
+
+    def open_work(self, wanted: Mapping[str, OpenWork]) -> dict[str, int]:
+        """Owner id -> how much open work ``wanted[owner id]`` describes they have.
+
+        Read for all owners together, in aggregate or paged queries whose number does
+        not grow with the owners (never a call per owner).
+        """
         ...
 
     def write_tasks(self, tasks: Sequence[TaskRequest]) -> list[WriteResult]:

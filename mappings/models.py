@@ -228,6 +228,54 @@ class Pool(FieldCondition):
     name: str
 
 
+def _task_types(value: Any) -> Any:
+    """``any``, or a non-empty list of task type names (one error line otherwise)."""
+    if isinstance(value, str) and value.strip().lower() == "any":
+        return "any"
+    if not isinstance(value, list | tuple) or not value:
+        raise ValueError(
+            "expected a list of task types, or any (every type); leave the key out to count no tasks"
+        )
+    if not all(isinstance(v, str) and v.strip() for v in value):
+        raise ValueError("expected task type names (text)")
+    return tuple(v.strip() for v in value)
+
+
+class SalesforceOutsideWork(Frozen):
+    """Salesforce work assigned outside crm-handoff: open Tasks by ``Type``, open Leads by Status."""
+
+    task_types: tuple[str, ...] | Literal["any"] = ()
+    lead_statuses: tuple[Annotated[str, Field(min_length=1)], ...] = ()
+
+    _types = field_validator("task_types", mode="before")(_task_types)
+
+
+class HubSpotOutsideWork(Frozen):
+    """HubSpot work assigned outside crm-handoff: open tasks by ``hs_task_type``."""
+
+    task_types: tuple[str, ...] | Literal["any"] = ()
+
+    @field_validator("task_types", mode="before")
+    @classmethod
+    def _internal_values(cls, value: Any) -> Any:
+        value = _task_types(value)
+        lower = [v for v in value if v != v.upper()] if value != "any" else []
+        if lower:
+            raise ValueError(
+                f"HubSpot task types are internal values in capitals (CALL, EMAIL, TODO); got {lower[0]!r}"
+            )
+        return value
+
+
+class OutsideWork(Frozen):
+    """Open work assigned to a rep outside crm-handoff, counted against their weekly capacity."""
+
+    salesforce: SalesforceOutsideWork = SalesforceOutsideWork()
+    hubspot: HubSpotOutsideWork = HubSpotOutsideWork()
+    # minutes one open item takes; None: each counts as one lead (the rep's minutes_per_lead)
+    minutes_each: int | None = Field(default=None, ge=1, le=24 * 60)
+
+
 class Rep(Frozen):
     name: str = Field(min_length=1)
     email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
@@ -238,6 +286,7 @@ class Rep(Frozen):
     pools: tuple[str, ...] = ()
     active: bool = True
     timezone: str = "UTC"
+    outside_work: OutsideWork | None = None  # None: the top-level outside_work
 
     @field_validator("email")
     @classmethod
@@ -264,6 +313,11 @@ class Rep(Frozen):
 class Reps(Versioned):
     reps: tuple[Rep, ...] = Field(min_length=1)
     pools: tuple[Pool, ...] = ()
+    outside_work: OutsideWork = OutsideWork()  # default: nothing outside crm-handoff counts
+
+    def outside_for(self, rep: Rep) -> OutsideWork:
+        """What outside work counts against ``rep``'s capacity (their own block, else the top-level)."""
+        return rep.outside_work if rep.outside_work is not None else self.outside_work
 
     @field_validator("reps")
     @classmethod

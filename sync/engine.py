@@ -29,6 +29,7 @@ from mappings.models import MappingSet, Rep
 from sync.brief import Brief, build_brief
 from sync.clock import Clock, utc_now
 from sync.errors import StopRequested
+from sync.outside import add_outside_work
 from sync.profiles import IdentityIndex, Profile, group_people, resolve
 from sync.qualify import Qualification, qualify
 from sync.records import Activity, Owner, PeoplePage, Person, Reason, normalize_email
@@ -761,6 +762,7 @@ class Engine:
         reps, unavailable = self.available_reps(ctx)
         weeks = {r.email: week_start(ctx.now, r.timezone) for r in self.mapping.reps.reps}
         used = self.state.used_capacity(weeks)
+        used = add_outside_work(used, self.mapping.reps, self.connectors, ctx.owner_ids)  # reps.yaml
         rows = self.queue_rows(ctx)
         candidates = [
             Candidate(

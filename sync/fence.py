@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from more_itertools import chunked
 
-from connectors.base import Connector
+from connectors.base import Connector, OpenWork
 from sync.records import (
     Activity,
     Owner,
@@ -37,7 +37,9 @@ from sync.records import (
 #: ``Connector`` methods that write to the CRM: each batch they send is fenced.
 WRITES = frozenset({"write_tasks", "update_people", "create_people"})
 #: ``Connector`` methods that only read: passed through.
-READS = frozenset({"pull_owners", "pull_people", "pull_activities", "activities_for", "find_tasks"})
+READS = frozenset(
+    {"pull_owners", "pull_people", "pull_activities", "activities_for", "find_tasks", "open_work"}
+)
 
 Check = Callable[[str], None]
 T = TypeVar("T")
@@ -77,6 +79,9 @@ class FencedConnector:
 
     def find_tasks(self, keys: Sequence[str]) -> dict[str, str]:
         return self.inner.find_tasks(keys)
+
+    def open_work(self, wanted: Mapping[str, OpenWork]) -> dict[str, int]:
+        return self.inner.open_work(wanted)
 
     # --- writes ---------------------------------------------------------------------
     def write_tasks(self, tasks: Sequence[TaskRequest]) -> list[WriteResult]:

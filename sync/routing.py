@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -60,6 +61,27 @@ def week_start(now: datetime, tz: str) -> date:
     """The Monday that starts ``now``'s week in time zone ``tz``."""
     local = now.astimezone(ZoneInfo(tz)).date()
     return local - timedelta(days=local.weekday())
+
+
+def outside_load(rep: Rep, items: int, minutes_each: int | None = None) -> int:
+    """Leads' worth of ``rep``'s weekly capacity that ``items`` open outside items take.
+
+    Each item counts as one lead, or, with ``minutes_each``, takes that many of the rep's
+    weekly follow-up minutes: what is left still holds floor(left / minutes per lead).
+    Never more than the capacity.
+    """
+    cap = rep.weekly_capacity
+    if minutes_each is None:
+        return min(max(0, items), cap)
+    left = max(0, rep.weekly_followup_minutes - max(0, items) * minutes_each)
+    return cap - min(cap, math.floor(left / rep.minutes_per_lead))
+
+
+def outside_enough(rep: Rep, minutes_each: int | None = None) -> int:
+    """Open outside items past which ``rep`` has no capacity left (counting may stop there)."""
+    if minutes_each is None:
+        return rep.weekly_capacity
+    return math.ceil(rep.weekly_followup_minutes / minutes_each)
 
 
 def _pools_of(values: Mapping[str, str | None], pools: Sequence[Pool]) -> set[str]:

@@ -28,6 +28,7 @@ from hubspot.crm.objects.tasks import (
 )
 from more_itertools import chunked
 
+from connectors.base import ANY_TYPE, OpenWork
 from connectors.hubspot.auth import HubSpotAuth, HubSpotAuthSettings
 from connectors.hubspot.errors import classify
 from connectors.hubspot.transport import CallMeter
@@ -624,6 +625,52 @@ class HubSpotConnector:
                     msg, code = failed.get(p.external_id, ("contact has no email to upsert by", None))
                     out.append(WriteResult(p.external_id, False, error=msg, code=code))
         return out
+
+    # --- open work (capacity) -------------------------------------------------
+    def open_work(self, wanted: Mapping[str, OpenWork]) -> dict[str, int]:
+        """Open tasks per owner: not completed, not crm-handoff's, of the wanted types.
+
+        One search for all owners (``hubspot_owner_id`` IN, 100 owners a search),
+        keyset-paged by ``hs_object_id`` at 200 a page, so it never nears the 10,000-result
+        cap; an owner whose count reached ``up_to`` leaves the next page's filter.
+        """
+        out = dict.fromkeys(wanted, 0)
+        for part in chunked([o for o, w in wanted.items() if w.task_types], PAGE):
+            self._count_open_tasks(part, wanted, out)
+        return out
+
+    def _count_open_tasks(
+        self, owners: Sequence[str], wanted: Mapping[str, OpenWork], out: dict[str, int]
+    ) -> None:
+        search = self._search_api("tasks")
+        types = sorted({t for o in owners for t in wanted[o].task_types})
+        left, last = list(owners), "0"
+        while left:
+            filters: list[dict[str, Any]] = [
+                {"propertyName": "hubspot_owner_id", "operator": "IN", "values": left},
+                {"propertyName": "hs_task_status", "operator": "NEQ", "value": "COMPLETED"},
+                {"propertyName": HANDOFF_FIELDS["task_key"], "operator": "NOT_HAS_PROPERTY"},
+                {"propertyName": "hs_object_id", "operator": "GT", "value": last},
+            ]
+            if ANY_TYPE not in types:
+                filters.append({"propertyName": "hs_task_type", "operator": "IN", "values": types})
+            request = PublicObjectSearchRequest(
+                filter_groups=[{"filters": filters}],
+                sorts=["hs_object_id"],
+                properties=["hubspot_owner_id", "hs_task_type"],
+                limit=SEARCH_PAGE,
+            )
+            results = self._json(search, public_object_search_request=request).get("results") or []
+            for obj in results:
+                props = obj.get("properties") or {}
+                owner = str(props.get("hubspot_owner_id") or "")
+                spec = wanted.get(owner)
+                if spec and (ANY_TYPE in spec.task_types or props.get("hs_task_type") in spec.task_types):
+                    out[owner] += 1
+            if len(results) < SEARCH_PAGE:
+                return
+            last = str(results[-1]["id"])
+            left = [o for o in left if (cap := wanted[o].up_to) is None or out[o] < cap]
 
 
 def _next_after(page: Mapping[str, Any]) -> str | None:

@@ -24,6 +24,7 @@ from simple_salesforce.api import Salesforce
 from simple_salesforce.exceptions import SalesforceError
 from simple_salesforce.format import format_soql
 
+from connectors.base import ANY_TYPE, OpenWork
 from connectors.retry import RetryPolicy
 from connectors.retry import call as call_with_retries
 from connectors.salesforce.auth import SalesforceAuth, SalesforceAuthSettings
@@ -32,6 +33,7 @@ from connectors.salesforce.transport import MeteredSession
 from sync.clock import utc_now
 from sync.errors import AuthError, CrmError, HandoffError, QuotaExhausted, RetriableCrmError
 from sync.records import (
+    HANDOFF_STATUSES,
     Activity,
     Crm,
     Owner,
@@ -52,6 +54,7 @@ BULK_SLICE = 2_000  # records per page yielded from a bulk results page
 COMPOSITE_QUERIES = 5  # a Composite request may carry 5 queries (one API call)
 DELETED_WINDOW = timedelta(days=15) - timedelta(minutes=5)  # getDeleted keeps 15 days
 ID_CHUNK = 200  # ids per "Id IN (...)" query, well inside URL limits
+AGGREGATE_ROWS = 2000  # rows of an aggregate (GROUP BY) query: one page, no query locator
 
 HANDOFF_FIELDS = {
     "status": "Handoff_Status__c",
@@ -689,6 +692,64 @@ class SalesforceConnector:
                     msg, code = record_error(res.get("errors") or [])
                     out.append(WriteResult(k, False, error=msg, code=code))
         return out
+
+    # --- open work (capacity) -------------------------------------------------
+    def open_work(self, wanted: Mapping[str, OpenWork]) -> dict[str, int]:
+        """Open Tasks (by ``Type``) and unconverted Leads (by ``Status``) per owner.
+
+        Aggregate SOQL (``COUNT(Id) ... GROUP BY OwnerId``): Salesforce counts, however
+        many records there are. Several statements (tasks and leads, or more than
+        ``ID_CHUNK`` owners) travel in Composite requests: one API call per 5.
+        """
+        queries = _open_work_soql(wanted)
+        if len(queries) > 1:
+            self._prefetch("open_work", [self._query_url(soql) for soql, _ in queries])
+        out = dict.fromkeys(wanted, 0)
+        for soql, by in queries:
+            for row in self.query(soql):
+                owner = str(row.get("OwnerId") or "")
+                if owner in out and _is_counted(wanted[owner], by, row.get(by) if by else None):
+                    out[owner] += int(row.get("expr0") or 0)
+        return out
+
+
+def _open_work_soql(wanted: Mapping[str, OpenWork]) -> list[tuple[str, str | None]]:
+    """(aggregate SOQL, the field it groups by besides OwnerId) for ``open_work``."""
+    open_task = (
+        f"FROM Task WHERE IsClosed = false AND {HANDOFF_FIELDS['task_key']} = null AND OwnerId IN {{}}"
+    )
+    any_type = [o for o, w in wanted.items() if ANY_TYPE in w.task_types]
+    typed = [o for o, w in wanted.items() if w.task_types and ANY_TYPE not in w.task_types]
+    types = sorted({t for o in typed for t in wanted[o].task_types})
+    leads = [o for o, w in wanted.items() if w.lead_statuses]
+    statuses = sorted({s for o in leads for s in wanted[o].lead_statuses})
+    out: list[tuple[str, str | None]] = []
+    for part in chunked(any_type, ID_CHUNK):
+        out.append((format_soql(f"SELECT OwnerId, COUNT(Id) {open_task} GROUP BY OwnerId", part), None))
+    # at most AGGREGATE_ROWS groups: an aggregate query has no second page
+    for part in chunked(typed, max(1, min(ID_CHUNK, AGGREGATE_ROWS // max(1, len(types) + 1)))):
+        soql = f"SELECT OwnerId, Type, COUNT(Id) {open_task} AND Type IN {{}} GROUP BY OwnerId, Type"
+        out.append((format_soql(soql, part, types), "Type"))
+    open_lead = (
+        "FROM Lead WHERE IsConverted = false AND OwnerId IN {} AND Status IN {} "
+        f"AND {HANDOFF_FIELDS['status']} != {{}} GROUP BY OwnerId, Status"
+    )
+    for part in chunked(leads, max(1, min(ID_CHUNK, AGGREGATE_ROWS // max(1, len(statuses) + 1)))):
+        soql = format_soql(
+            f"SELECT OwnerId, Status, COUNT(Id) {open_lead}", part, statuses, HANDOFF_STATUSES[0]
+        )
+        out.append((soql, "Status"))
+    return out
+
+
+def _is_counted(wanted: OpenWork, by: str | None, value: Any) -> bool:
+    """Does an aggregate row (grouped ``by`` Type/Status, with this value) count for the owner?"""
+    if by is None:
+        return ANY_TYPE in wanted.task_types
+    value = str(value or "").lower()
+    if by == "Type":
+        return ANY_TYPE not in wanted.task_types and value in {t.lower() for t in wanted.task_types}
+    return value in {s.lower() for s in wanted.lead_statuses}
 
 
 def _classify(exc: BaseException) -> HandoffError:

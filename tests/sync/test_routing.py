@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mappings.models import Pool, Rep
-from sync.routing import Candidate, plan_routing, week_start
+from sync.routing import Candidate, outside_enough, outside_load, plan_routing, week_start
 
 
 def rep(email: str, minutes: int = 120, per_lead: int = 20, **kw) -> Rep:
@@ -101,3 +101,29 @@ def test_never_above_capacity_and_higher_scores_first(scores, minutes):
         assert min(a.candidate.score for a in plan.assignments) >= max(
             d.candidate.score for d in plan.deferrals
         )
+
+
+# --- outside work (reps.yaml outside_work) -------------------------------------------
+
+
+def test_outside_items_count_one_lead_each_by_default_never_above_capacity():
+    dana = rep("dana@x.io", 120, 20)  # capacity 6
+    assert [outside_load(dana, n) for n in (0, 1, 4, 6, 9)] == [0, 1, 4, 6, 6]
+    assert outside_enough(dana) == 6
+
+
+def test_outside_items_with_minutes_each_take_minutes_of_the_week():
+    dana = rep("dana@x.io", 130, 20)  # capacity 6, 10 spare minutes
+    assert outside_load(dana, 1, minutes_each=10) == 0  # the spare minutes absorb it
+    assert outside_load(dana, 2, minutes_each=10) == 1  # 110 left: 5 leads
+    assert outside_load(dana, 3, minutes_each=30) == 4  # 40 left: 2 leads
+    assert outside_load(dana, 50, minutes_each=30) == 6
+    assert outside_enough(dana, minutes_each=30) == 5  # 5 x 30 >= 130: nothing left
+
+
+def test_outside_work_added_to_used_leaves_only_the_rest():
+    dana, lee = rep("dana@x.io"), rep("lee@x.io")
+    used = {"dana@x.io": 1 + outside_load(dana, 4), "lee@x.io": outside_load(lee, 6)}
+    plan = plan_routing([cand(i, 90 - i) for i in range(5)], [dana, lee], used=used)
+    assert [a.rep.email for a in plan.assignments] == ["dana@x.io"]  # 6 - 1 - 4 = 1; Lee is full
+    assert plan.loads["lee@x.io"].left == 0 and len(plan.deferrals) == 4

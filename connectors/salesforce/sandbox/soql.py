@@ -4,8 +4,11 @@ Why lark: the grammar below is the whole syntax in one readable place, lark is a
 pure-Python, dependency-free and well-maintained parser (LALR mode is fast enough to parse a
 query per request), and its keyword handling keeps ``Selected__c`` a field, not ``SELECT``.
 
-Supported: ``SELECT f1, Rel.f2, COUNT() FROM Obj [WHERE cond] [ORDER BY f [ASC|DESC]
-[NULLS FIRST|LAST], ...] [LIMIT n] [OFFSET n]``; AND/OR/NOT with parentheses (mixing AND and
+Supported: ``SELECT f1, Rel.f2, COUNT() FROM Obj [WHERE cond] [GROUP BY f, ...] [ORDER BY f
+[ASC|DESC] [NULLS FIRST|LAST], ...] [LIMIT n] [OFFSET n]``; the aggregate ``COUNT(field) [alias]``
+(results are ``AggregateResult`` rows, an unaliased aggregate named ``expr0``, ``expr1``...,
+every other selected or ordered field grouped, at most 2,000 rows and never a query
+locator, as Salesforce answers them); AND/OR/NOT with parentheses (mixing AND and
 OR needs parentheses, as in Salesforce); ``= != <> < <= > >= IN NOT IN LIKE``; string literals
 with the backslash escapes ``format_soql`` produces; numbers, true/false/null, date and
 datetime literals. Text comparisons, LIKE and text ordering are case-insensitive; Ids are
@@ -29,11 +32,16 @@ from .schema import NUMBER_TYPES, FieldDef, SObjectDef, parse_datetime, sobject,
 Row = tuple[Any, ...]
 Getter = Callable[[Row], Any]
 
+#: An aggregate query's rows come in one page: no query locator, so no more than this.
+AGGREGATE_ROWS = 2000
+
 GRAMMAR = r"""
-query: "SELECT"i select_list "FROM"i NAME where? order? limit? offset?
+query: "SELECT"i select_list "FROM"i NAME where? group? order? limit? offset?
 select_list: select_item ("," select_item)*
-?select_item: count | field
+?select_item: count | count_of | field
 count: "COUNT"i "(" ")"
+count_of: "COUNT"i "(" field ")" NAME?
+group: "GROUP"i "BY"i field ("," field)*
 field: NAME ("." NAME)?
 where: "WHERE"i condition
 ?condition: and_chain | or_chain | not_expr
@@ -100,6 +108,14 @@ class Count:
 
 
 @dataclass(frozen=True, slots=True)
+class CountOf:
+    """``COUNT(field) [alias]``: non-null values of ``field`` (per group)."""
+
+    field: FieldRef
+    alias: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Compare:
     field: FieldRef
     op: str  # = != < <= > >= in notin like
@@ -121,12 +137,13 @@ class OrderItem:
 
 @dataclass(frozen=True, slots=True)
 class Query:
-    select: tuple[FieldRef | Count, ...]
+    select: tuple[FieldRef | Count | CountOf, ...]
     sobject: str
     where: Any
     order: tuple[OrderItem, ...]
     limit: int | None
     offset: int
+    group: tuple[FieldRef, ...] = ()
 
 
 _ESCAPES = {"'": "'", '"': '"', "\\": "\\", "n": "\n", "r": "\r", "t": "\t", "b": "\b", "f": "\f"}
@@ -173,6 +190,7 @@ class _ToAst(Transformer[Any, Any]):
             parts.get("order", ()),
             parts.get("limit"),
             parts.get("offset", 0),
+            parts.get("group", ()),
         )
 
     def select_list(self, *items: Any) -> list[Any]:
@@ -180,6 +198,12 @@ class _ToAst(Transformer[Any, Any]):
 
     def count(self) -> Count:
         return Count()
+
+    def count_of(self, field: FieldRef, alias: Any = None) -> CountOf:
+        return CountOf(field, None if alias is None else str(alias))
+
+    def group(self, *fields: FieldRef) -> tuple[str, tuple[FieldRef, ...]]:
+        return ("group", fields)
 
     def field(self, *names: Any) -> FieldRef:
         return FieldRef(tuple(str(n) for n in names))
@@ -295,6 +319,32 @@ class Column:
 
 
 @dataclass(slots=True)
+class Aggregate:
+    """The GROUP BY / ``COUNT(field)`` part of a query: what its ``AggregateResult`` rows hold.
+
+    A result row is the grouped values (``keys``, in GROUP BY order) then the counts;
+    ``output`` names the SELECT items and where each one's value is in that row.
+    """
+
+    keys: list[Getter]
+    counts: list[Getter]
+    output: list[tuple[str, int]]
+
+    def rows(self, rows: Iterable[Row]) -> list[Row]:
+        """One row per group (one row in all without GROUP BY, even over no records)."""
+        groups: dict[Row, list[int]] = {}
+        for row in rows:
+            key = tuple(k(row) for k in self.keys)
+            tally = groups.setdefault(key, [0] * len(self.counts))
+            for i, value in enumerate(self.counts):
+                if value(row) is not None:
+                    tally[i] += 1
+        if not self.keys and not groups:
+            groups[()] = [0] * len(self.counts)
+        return [key + tuple(tally) for key, tally in groups.items()]
+
+
+@dataclass(slots=True)
 class Plan:
     """A compiled query, ready to run over an sObject's rows."""
 
@@ -305,14 +355,24 @@ class Plan:
     order: list[tuple[Getter, bool, bool]]
     limit: int | None
     offset: int
+    aggregate: Aggregate | None = None
 
     def run(self, rows: Iterable[Row]) -> list[Row]:
-        """Filter, sort, offset and limit; the result is a list to page through."""
+        """Filter, (group,) sort, offset and limit; the result is a list to page through."""
         pred = self.predicate
         result = list(rows) if pred is None else [r for r in rows if pred(r)]
+        if self.aggregate is not None:
+            result = self.aggregate.rows(result)
         self._sort(result)
         end = None if self.limit is None else self.offset + self.limit
-        return result[self.offset : end] if self.offset or end is not None else result
+        result = result[self.offset : end] if self.offset or end is not None else result
+        if self.aggregate is not None and len(result) > AGGREGATE_ROWS:
+            raise SoqlError(
+                "MALFORMED_QUERY",
+                "Aggregate query does not support queryMore(), use LIMIT to restrict the results "
+                "to a single batch",
+            )
+        return result
 
     def _sort(self, rows: list[Row]) -> None:
         for getter, desc, nulls_first in reversed(self.order):
@@ -327,6 +387,10 @@ class Plan:
 
     def project(self, row: Row, base_url: str) -> dict[str, Any]:
         """The JSON record for one row, with ``attributes`` and nested parents."""
+        if self.aggregate is not None:
+            out: dict[str, Any] = {"attributes": {"type": "AggregateResult"}}
+            out.update((name, to_wire(row[pos])) for name, pos in self.aggregate.output)
+            return out
         out = record_attributes(self.sobject.name, row[0], base_url)
         for col in self.columns:
             if len(col.path) == 1:
@@ -346,10 +410,14 @@ class Plan:
         return out
 
     def header(self) -> list[str]:
+        if self.aggregate is not None:
+            return [name for name, _ in self.aggregate.output]
         return [".".join(c.path) for c in self.columns]
 
     def flat(self, row: Row) -> list[Any]:
         """Values in column order (for CSV)."""
+        if self.aggregate is not None:
+            return [to_wire(row[pos]) for _, pos in self.aggregate.output]
         return [to_wire(c.getter(row)) for c in self.columns]
 
 
@@ -378,13 +446,57 @@ def compile_query(query: Query, resolver: Resolver) -> Plan:
                 seen.add(col.path)
                 columns.append(col)
     predicate = None if query.where is None else _predicate(definition, query.where, resolver)
+    aggregate = _aggregate(definition, query, resolver)
     order = []
     for item in query.order:
         col = _column(definition, item.field, resolver)
         ftype = _field_def(definition, item.field).type
-        getter = _sort_getter(col.getter, ftype)
-        order.append((getter, item.desc, item.nulls_first))
-    return Plan(definition, columns, bool(counts), predicate, order, query.limit, query.offset)
+        getter = col.getter
+        if aggregate is not None:  # a result row holds the grouped values, in GROUP BY order
+            getter = _slot(_grouped_at(definition, query.group, item.field, "Ordered field"))
+        order.append((_sort_getter(getter, ftype), item.desc, item.nulls_first))
+    return Plan(definition, columns, bool(counts), predicate, order, query.limit, query.offset, aggregate)
+
+
+def _aggregate(definition: SObjectDef, query: Query, resolver: Resolver) -> Aggregate | None:
+    """The GROUP BY and ``COUNT(field)`` part, checked as Salesforce checks it (None: neither)."""
+    counted = [s for s in query.select if isinstance(s, CountOf)]
+    if not counted and not query.group:
+        return None
+    if any(isinstance(s, Count) for s in query.select):
+        raise SoqlError("MALFORMED_QUERY", "COUNT() cannot be combined with GROUP BY or other aggregates")
+    keys = []
+    for ref in query.group:
+        fdef = _field_def(definition, ref)
+        if fdef.type == "textarea":
+            raise SoqlError("INVALID_FIELD", f"field '{fdef.name}' can not be grouped in a query call")
+        keys.append(_column(definition, ref, resolver).getter)
+    output: list[tuple[str, int]] = []
+    unnamed = done = 0
+    for item in query.select:
+        if isinstance(item, FieldRef):
+            pos = _grouped_at(definition, query.group, item, "Field")
+            name = _field_def(definition, item).name
+        else:
+            assert isinstance(item, CountOf)
+            pos, done = len(keys) + done, done + 1
+            name = item.alias or f"expr{unnamed}"
+            unnamed += item.alias is None
+        if any(name.lower() == seen.lower() for seen, _ in output):
+            raise SoqlError("MALFORMED_QUERY", f"duplicate alias: {name}")
+        output.append((name, pos))
+    counts = [_column(definition, c.field, resolver).getter for c in counted]
+    return Aggregate(keys, counts, output)
+
+
+def _grouped_at(definition: SObjectDef, group: tuple[FieldRef, ...], ref: FieldRef, what: str) -> int:
+    """Where a grouped field's value is in a result row; MALFORMED_QUERY if it is not grouped."""
+    name = _field_def(definition, ref).name.lower()
+    for i, key in enumerate(group):
+        same_parent = [p.lower() for p in key.path[:-1]] == [p.lower() for p in ref.path[:-1]]
+        if same_parent and _field_def(definition, key).name.lower() == name:
+            return i
+    raise SoqlError("MALFORMED_QUERY", f"{what} must be grouped or aggregated: {'.'.join(ref.path)}")
 
 
 def _no_column(definition: SObjectDef, name: str) -> SoqlError:
