@@ -10,11 +10,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench.world import COMPANIES, COUNTRIES, FIRST, HS_STAGES, INDUSTRIES, LAST, SF_STATUS, TITLES
+from crm_handoff.records import Activity, Person
 from mappings.lifecycle import person_stage
 from mappings.loader import load_mappings
 from sync.profiles import IdentityIndex, group_people, resolve
 from sync.qualify import qualify
-from sync.records import Activity, Person
 from sync.routing import Candidate, plan_routing
 
 KINDS = ("form_fill", "content_download", "webinar_attended", "email_click", "meeting")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from sync.records import (
+from crm_handoff.records import (
     Activity,
     Crm,
     Owner,

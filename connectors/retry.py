@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_before_delay
 
-from sync.errors import HandoffError, RetriableCrmError
+from crm_handoff.errors import HandoffError, RetriableCrmError
 
 T = TypeVar("T")
 

@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from crm_handoff.records import ACTIVITY_KINDS, Activity, Reason
 from mappings.models import ContentAsset, Handoff, MappingSet, Rep
-from sync.records import ACTIVITY_KINDS, Activity, Reason
 
 SAMPLE_NOW = datetime(2024, 3, 4, 9, 0, tzinfo=UTC)
 

@@ -27,10 +27,10 @@ from yaml.reader import Reader, ReaderError
 from yaml.resolver import Resolver
 from yaml.scanner import Scanner
 
+from crm_handoff.errors import ConfigError
 from mappings.context import sample_contexts
 from mappings.models import FILES, TEMPLATE_KEYS, MappingSet
 from mappings.templates import check_template
-from sync.errors import ConfigError
 
 Loc = tuple[str | int, ...]
 

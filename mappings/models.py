@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from sync.records import ACTIVITY_KINDS
+from crm_handoff.records import ACTIVITY_KINDS
 
 FORMAT_VERSION = 1
 

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+from crm_handoff.errors import ConfigError
+from crm_handoff.records import Activity, Reason
 from mappings.context import brief_context, due_date
 from mappings.models import Handoff
 from mappings.templates import TemplateProblem, render
-from sync.errors import ConfigError
-from sync.records import Activity, Reason
 
 SUBJECT_MAX = 255
 BODY_MAX = 32_000

@@ -1,6 +1,6 @@
 """The ``handoff`` command line.
 
-Exit codes (``sync.errors``, the README's table): 0 ok; 1 some records failed (recorded in
+Exit codes (``crm_handoff.errors``, the README's table): 0 ok; 1 some records failed (recorded in
 the state, see ``handoff status``) or a CRM refused; 2 usage or configuration error; 75 a
 service (the state database, a CRM host) did not answer. Every command's failure is
 classified in ``main`` and printed as one line per problem: never a traceback for these.
@@ -18,11 +18,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from mappings.loader import load_mappings
-from mappings.models import MappingSet
-from sync import logs
-from sync.clock import shifted, utc_now
-from sync.errors import (
+from crm_handoff.clock import shifted, utc_now
+from crm_handoff.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     ConfigError,
@@ -32,6 +29,9 @@ from sync.errors import (
     UsageError,
     exit_code,
 )
+from mappings.loader import load_mappings
+from mappings.models import MappingSet
+from sync import logs
 from sync.settings import SECRETS, Settings, load_settings
 
 

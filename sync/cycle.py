@@ -24,6 +24,8 @@ import structlog
 from more_itertools import chunked
 
 from connectors.base import Connector
+from crm_handoff.errors import CrmError, QuotaExhausted, StopRequested
+from crm_handoff.records import Activity, Person, PersonCreate, PersonUpdate, TaskRequest, WriteResult
 from mappings.lifecycle import funnel_rank, hubspot_stage, may_move
 from sync.engine import (
     CHUNK,
@@ -35,11 +37,9 @@ from sync.engine import (
     PlannedHandoff,
     reasons_json,
 )
-from sync.errors import CrmError, QuotaExhausted, StopRequested
 from sync.preflight import check_before_writes
 from sync.profiles import Profile
 from sync.qualify import Qualification
-from sync.records import Activity, Person, PersonCreate, PersonUpdate, TaskRequest, WriteResult
 from sync.routing import Assignment, week_start
 from sync.setaside import is_set_aside
 from sync.state import LedgerEntry
@@ -777,7 +777,7 @@ def _sync_writes(engine: Engine, prof: Profile, writes: _Writes) -> None:
         values: dict[str, Any] = dict(prof.to_hubspot)
         if sf and hs.linked_id != sf.id:
             values[engine.connectors["hubspot"].handoff_fields["link"]] = sf.id
-        if ahead and funnel_rank(lc, prof.stage) > funnel_rank(lc, prof.hubspot_stage):
+        if ahead and prof.stage != prof.hubspot_stage:  # backward only where allowed (may_move)
             values |= _stage_values(engine, "hubspot", hs, prof.hubspot_stage, str(prof.stage), writes)
         writes.put("hubspot", hs.id, hs.object_type, values)
     if sf and "salesforce" in engine.connectors and not sf.converted_to:

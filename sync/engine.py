@@ -24,15 +24,15 @@ import structlog
 from more_itertools import chunked
 
 from connectors.base import Connector
+from crm_handoff.clock import Clock, utc_now
+from crm_handoff.errors import StopRequested
+from crm_handoff.records import Activity, Owner, PeoplePage, Person, Reason, normalize_email
 from mappings.context import rep_view
 from mappings.models import MappingSet, Rep
 from sync.brief import Brief, build_brief
-from sync.clock import Clock, utc_now
-from sync.errors import StopRequested
 from sync.outside import add_outside_work
 from sync.profiles import IdentityIndex, Profile, group_people, resolve
 from sync.qualify import Qualification, qualify
-from sync.records import Activity, Owner, PeoplePage, Person, Reason, normalize_email
 from sync.routing import Candidate, Deferral, RoutingPlan, plan_routing, week_start
 from sync.setaside import QueuedPerson, SetAside, missing_email, set_aside
 from sync.state import LedgerEntry, StateStore

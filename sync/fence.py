@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from more_itertools import chunked
 
 from connectors.base import Connector, OpenWork
-from sync.records import (
+from crm_handoff.records import (
     Activity,
     Owner,
     PeoplePage,

@@ -46,7 +46,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from sync.errors import StopRequested
+from crm_handoff.errors import StopRequested
 from sync.state import _utc, metadata
 
 log = structlog.get_logger("handoff.lease")

@@ -9,18 +9,10 @@ from typing import Any
 
 import structlog
 
-_SECRETS: set[str] = set()
+from crm_handoff.secrets import SECRETS as _SECRETS
+from crm_handoff.secrets import register_secret
 
-
-def register_secret(value: str | None) -> None:
-    """Never print this value: it is replaced by ``***`` in every log line (also as written
-    with escaped newlines, the way a PEM key is often put in one environment line)."""
-    if not value or len(value) < 6:
-        return
-    _SECRETS.add(value)
-    for form in (value.replace("\\n", "\n"), value.replace("\n", "\\n"), value.strip()):
-        if len(form) >= 6:
-            _SECRETS.add(form)
+__all__ = ["configure", "register_secret"]
 
 
 def _scrub(value: Any) -> Any:

@@ -19,9 +19,9 @@ from pathlib import Path
 import structlog
 
 from connectors.base import Connector
+from crm_handoff.errors import ConfigError
 from mappings.loader import locate
 from mappings.models import MappingSet
-from sync.errors import ConfigError
 from sync.live import read_problems
 from sync.state import StateStore
 

@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from crm_handoff.records import Activity, Reason
 from mappings.models import FieldCondition, SalesReady
-from sync.records import Activity, Reason
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,8 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from crm_handoff.errors import ConfigError
 from mappings.models import MappingSet
-from sync.errors import ConfigError
 from sync.settings import Settings
 
 REP_ZONES = "reps"

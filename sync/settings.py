@@ -23,8 +23,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from sync.errors import ConfigError
-from sync.records import ACTIVITY_KINDS
+from crm_handoff.errors import ConfigError
+from crm_handoff.records import ACTIVITY_KINDS
 
 SECRETS = (
     "HUBSPOT_ACCESS_TOKEN",

@@ -45,7 +45,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from sync.records import Activity, Person
+from crm_handoff.records import Activity, Person
 
 metadata = MetaData()
 

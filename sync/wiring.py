@@ -10,10 +10,10 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from connectors.base import Connector
+from crm_handoff.clock import Clock, utc_now
+from crm_handoff.errors import ConfigError, HandoffError, StateUnavailable
 from mappings.models import MappingSet
-from sync.clock import Clock, utc_now
 from sync.engine import Engine
-from sync.errors import ConfigError, HandoffError, StateUnavailable
 from sync.settings import Settings
 from sync.state import StateStore
 

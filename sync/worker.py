@@ -34,9 +34,9 @@ from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobSub
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from crm_handoff.errors import CrmError, HandoffError
 from mappings.loader import load_mappings
 from sync import logs
-from sync.errors import CrmError, HandoffError
 from sync.lease import LOST, Fence, Heartbeat, Leases, default_holder
 from sync.metrics import Metrics, MetricsServer
 from sync.schedule import Job, load_schedule

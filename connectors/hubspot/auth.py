@@ -23,7 +23,8 @@ from hubspot import HubSpot
 
 from connectors.hubspot.errors import classify
 from connectors.hubspot.transport import NO_RETRIES
-from sync.errors import AuthError, ConfigError, HandoffError, RetriableCrmError
+from crm_handoff.errors import AuthError, ConfigError, HandoffError, RetriableCrmError
+from crm_handoff.secrets import register_secret
 
 log = structlog.get_logger("handoff.hubspot.auth")
 
@@ -138,7 +139,7 @@ class HubSpotAuth:
                 _request_timeout=(min(10.0, s.timeout), s.timeout),
             )
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise _refresh_failed(classify(exc, base)) from None
+            raise _refresh_failed(classify(exc, base)) from exc
         except Exception as exc:
             raise self._error(exc) from None
         token = getattr(resp, "access_token", None)
@@ -149,6 +150,9 @@ class HubSpotAuth:
         if rotated:  # HubSpot keeps it; follow it if a server ever rotates it
             self._refresh_token = str(rotated)
         self._token = str(token)
+        register_secret(self._token)  # a refreshed token is a credential: never in a log line
+        if rotated:
+            register_secret(self._refresh_token)
         self._expires_at = started + float(expires_in) if expires_in is not None else float("inf")
         self.refreshes += 1
         log.info("hubspot access token refreshed", expires_in=expires_in)

@@ -34,9 +34,9 @@ from connectors.hubspot.errors import classify
 from connectors.hubspot.transport import CallMeter
 from connectors.retry import RetryPolicy
 from connectors.retry import call as call_with_retries
-from sync.clock import utc_now
-from sync.errors import AuthError, HandoffError, RetriableCrmError
-from sync.records import (
+from crm_handoff.clock import utc_now
+from crm_handoff.errors import AuthError, HandoffError, RetriableCrmError
+from crm_handoff.records import (
     HANDOFF_STATUSES,
     Activity,
     Crm,

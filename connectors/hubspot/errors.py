@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from connectors.network import Failure, diagnose, origin
-from sync.errors import (
+from crm_handoff.errors import (
     AuthError,
     CrmConfigError,
     CrmError,

@@ -27,7 +27,7 @@ import urllib3
 from connectors.hubspot.errors import classify
 from connectors.hubspot.paths import LEGACY, route
 from connectors.network import Silence, diagnose, gave_up, origin
-from sync.errors import CrmUnavailable
+from crm_handoff.errors import CrmUnavailable
 
 _ID = re.compile(r"/\d+(?=/|$)")
 

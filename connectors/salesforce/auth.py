@@ -27,7 +27,8 @@ import requests
 import structlog
 
 from connectors.salesforce.errors import classify
-from sync.errors import AuthError, ConfigError, CrmConfigError, RetriableCrmError
+from crm_handoff.errors import AuthError, ConfigError, CrmConfigError, RetriableCrmError
+from crm_handoff.secrets import register_secret
 
 log = structlog.get_logger("handoff.salesforce.auth")
 
@@ -172,6 +173,7 @@ class SalesforceAuth:
         if not isinstance(token, str) or not token or not instance:
             raise AuthError("salesforce", f"{self.flow} login: the token response has no access token")
         self._token, self._instance_url = token, str(instance).rstrip("/")
+        register_secret(token)  # a session id is a credential: never in a log line
         log.info("salesforce authenticated", flow=self.flow, instance_url=self._instance_url)
         return self._token, self._instance_url
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from connectors.network import Failure, diagnose, origin
-from sync.errors import (
+from crm_handoff.errors import (
     AuthError,
     CrmConfigError,
     CrmError,

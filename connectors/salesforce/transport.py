@@ -24,7 +24,7 @@ import requests
 
 from connectors.network import Silence, diagnose, gave_up, origin
 from connectors.salesforce.errors import classify, setting_for
-from sync.errors import CrmUnavailable
+from crm_handoff.errors import CrmUnavailable
 
 CONNECT_TIMEOUT = 10.0  # never above the read timeout
 _ID = re.compile(r"/[a-zA-Z0-9]{15,18}(?=/|$)")

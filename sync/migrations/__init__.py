@@ -32,7 +32,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, event, text
 
 import sync.lease  # noqa: F401  (adds the leases table to sync.state.metadata)
-from sync.errors import ConfigError
+from crm_handoff.errors import ConfigError
 from sync.migrations.shape import Plan, plan
 
 log = structlog.get_logger("handoff.migrations")

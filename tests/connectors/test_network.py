@@ -12,7 +12,7 @@ import urllib3
 from connectors.hubspot.errors import classify as hubspot_classify
 from connectors.network import MAX_UNANSWERED, SILENCE_TIMEOUTS, Silence, diagnose
 from connectors.salesforce.errors import classify as salesforce_classify
-from sync.errors import CrmConfigError, RetriableCrmError, exit_code
+from crm_handoff.errors import CrmConfigError, RetriableCrmError, exit_code
 
 
 def _wrapped(cause: BaseException) -> requests.ConnectionError:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from connectors.hubspot.sandbox.store import property_def
-from sync.records import HANDOFF_STATUSES
+from crm_handoff.records import HANDOFF_STATUSES
 from tests.integration.conftest import add_ready_contact, add_rep_users, mapping_dir, rep, run_cli, sync_json
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from crm_handoff.records import Activity
 from mappings.context import recommend
 from mappings.models import ContentAsset
-from sync.records import Activity
 
 ROI = ContentAsset(title="ROI calculator", url="https://x.example/roi", topics=("roi",))
 STORY = ContentAsset(title="Customer story", url="https://x.example/story", topics=("case study", "story"))

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from crm_handoff.errors import ConfigError
 from mappings.loader import MAX_ALIAS_NODES, MAX_DEPTH, MAX_FILE_BYTES, default_dir, load_mappings
-from sync.errors import ConfigError
 
 FILES = ("lifecycle", "fields", "sales_ready", "reps", "handoff")
 

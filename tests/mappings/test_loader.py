@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from crm_handoff.errors import ConfigError
 from mappings.loader import default_dir, load_mappings
 from sync.cli import main
-from sync.errors import ConfigError
 
 
 @pytest.fixture

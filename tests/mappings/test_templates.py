@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from crm_handoff.errors import ConfigError
+from crm_handoff.records import Activity, Reason
 from mappings.context import brief_context, rep_view, sample_contexts
 from mappings.loader import default_dir, load_mappings
 from mappings.templates import TemplateProblem, render
 from sync.brief import build_brief
-from sync.errors import ConfigError
-from sync.records import Activity, Reason
 
 EMAIL_LINE = "Email: {{ person.email }}"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+from crm_handoff.records import Person
 from sync.engine import same_record
-from sync.records import Person
 
 STAMPS = frozenset({"lastmodifieddate"})
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from connectors.base import Connector
-from sync.errors import StopRequested
+from crm_handoff.errors import StopRequested
+from crm_handoff.records import Owner, PersonCreate, PersonUpdate, TaskRequest, WriteResult
 from sync.fence import READS, WRITES, FencedConnector, fenced
 from sync.lease import Fence, Leases
 from sync.migrations import upgrade
-from sync.records import Owner, PersonCreate, PersonUpdate, TaskRequest, WriteResult
 from sync.state import StateStore
 
 

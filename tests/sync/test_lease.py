@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from sync.errors import StopRequested
+from crm_handoff.errors import StopRequested
 from sync.lease import Fence, Heartbeat, Leases, default_holder, holder_pid
 from sync.migrations import upgrade
 from sync.state import StateStore

@@ -36,3 +36,32 @@ def test_every_secret_setting_is_redacted_in_json_logs(
     for value in values.values():
         assert value not in err
     assert "MIIEvQ-key-body" not in err
+
+
+def test_a_token_obtained_at_run_time_is_redacted(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Salesforce login's session id never reaches a log line (the auth registers it)."""
+    import requests
+
+    from connectors.salesforce.auth import SalesforceAuth, SalesforceAuthSettings
+
+    session = "00Dxx0000001gPL!AQ4AQRuntimeSessionZq9"
+    auth = SalesforceAuth(
+        SalesforceAuthSettings(
+            instance_url="https://sf.example",
+            client_id="cid",
+            client_secret="cs-Zq9x",
+            username="u@x.example",
+            password="pw-Zq9x",
+        ),
+        requests.Session(),
+    )
+    monkeypatch.setattr(
+        auth, "_post", lambda form: {"access_token": session, "instance_url": "https://sf.example"}
+    )
+    logs.configure("json", "debug")
+    auth.login()
+    structlog.get_logger("test").debug("after login", header=f"Bearer {session}")
+    err = capsys.readouterr().err
+    assert session not in err and "Bearer ***" in err

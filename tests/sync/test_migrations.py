@@ -10,8 +10,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 
+from crm_handoff.errors import ConfigError
 from sync.cli import main
-from sync.errors import ConfigError
 from sync.migrations import BASELINE, config, current, head, transaction, upgrade
 from sync.settings import Settings
 from sync.state import StateStore, metadata

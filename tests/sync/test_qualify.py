@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from crm_handoff.records import Activity
 from mappings.loader import load_mappings
 from sync.qualify import qualify
-from sync.records import Activity
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 RULES = load_mappings().sales_ready

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sync.records import Person, normalize_email
+from crm_handoff.records import Person, normalize_email
 from sync.setaside import NO_EMAIL, QueuedPerson, missing_email, set_aside
 
 

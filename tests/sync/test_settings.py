@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from crm_handoff.errors import ConfigError
+from crm_handoff.records import ACTIVITY_KINDS
 from sync.cli import main
-from sync.errors import ConfigError
-from sync.records import ACTIVITY_KINDS
 from sync.settings import load_settings
 
 SECRET = "s3cret-Value-42"

@@ -10,8 +10,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from crm_handoff.errors import ConfigError
 from mappings.loader import load_mappings
-from sync.errors import ConfigError
 from sync.lease import Leases
 from sync.metrics import Metrics, MetricsServer
 from sync.report import print_status, status_data

@@ -18,7 +18,7 @@ from hubspot.crm.owners.exceptions import ApiException
 from connectors.hubspot.auth import HubSpotAuth, HubSpotAuthSettings
 from connectors.hubspot.errors import classify
 from connectors.hubspot.sandbox import HubSpotSandbox, HubSpotStore
-from sync.errors import AuthError, ConfigError
+from crm_handoff.errors import AuthError, ConfigError
 from sync.settings import load_settings
 
 CLIENT_ID = "5c1e-client-id"
@@ -186,7 +186,7 @@ def test_bad_oauth_secret_is_a_one_line_auth_error(
 
 
 def test_unreachable_token_endpoint_is_retriable() -> None:
-    from sync.errors import RetriableCrmError
+    from crm_handoff.errors import RetriableCrmError
 
     settings = HubSpotAuthSettings(
         base_url="http://127.0.0.1:9", client_id=CLIENT_ID, client_secret=CLIENT_SECRET, refresh_token=REFRESH

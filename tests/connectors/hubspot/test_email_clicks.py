@@ -14,8 +14,8 @@ import pytest
 
 from connectors.hubspot.connector import HubSpotConnector, HubSpotSettings
 from connectors.hubspot.sandbox import HubSpotSandbox, HubSpotStore
-from sync.errors import CrmUnavailable
-from sync.records import Activity
+from crm_handoff.errors import CrmUnavailable
+from crm_handoff.records import Activity
 
 EVENTS = "GET /email/public/v1/events"
 TIMEOUT = 0.5

@@ -10,7 +10,7 @@ import pytest
 from connectors.hubspot.auth import HubSpotAuthSettings
 from connectors.hubspot.connector import HubSpotConnector, HubSpotSettings
 from connectors.hubspot.sandbox import HubSpotSandbox, HubSpotStore
-from sync.errors import AuthError
+from crm_handoff.errors import AuthError
 
 CLIENT_ID = "relogin-client-id"
 CLIENT_SECRET = "hs-relogin-secret-7c8d9e"

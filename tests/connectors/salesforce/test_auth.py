@@ -21,7 +21,7 @@ from simple_salesforce.exceptions import SalesforceExpiredSession
 from connectors.salesforce.auth import SalesforceAuth, SalesforceAuthSettings, choose_flow
 from connectors.salesforce.sandbox import Faults, SalesforceSandbox, SalesforceStore
 from connectors.salesforce.transport import MeteredSession
-from sync.errors import AuthError, ConfigError
+from crm_handoff.errors import AuthError, ConfigError
 from sync.settings import load_settings
 
 CLIENT_ID = "3MVG9-consumer-key"
@@ -214,7 +214,7 @@ def test_unusable_private_key_is_a_config_error_without_the_key(sandbox: Salesfo
 
 
 def test_unreachable_login_host_is_retriable(sandbox: SalesforceSandbox) -> None:
-    from sync.errors import RetriableCrmError
+    from crm_handoff.errors import RetriableCrmError
 
     settings = replace(flow_settings(sandbox, "client_credentials"), login_url="https://127.0.0.1:9")
     with pytest.raises(RetriableCrmError, match="connection failed"):

@@ -21,8 +21,8 @@ from simple_salesforce.exceptions import SalesforceMalformedRequest
 from connectors.salesforce.auth import SalesforceAuthSettings
 from connectors.salesforce.connector import SalesforceConnector, SalesforceSettings
 from connectors.salesforce.sandbox import Faults, SalesforceSandbox, SalesforceStore
-from sync.errors import RetriableCrmError
-from sync.records import PeoplePage
+from crm_handoff.errors import RetriableCrmError
+from crm_handoff.records import PeoplePage
 
 T0 = datetime(2026, 11, 20, 10, 0, 0, tzinfo=UTC)
 V = "/services/data/v62.0"

@@ -16,7 +16,7 @@ from connectors.salesforce.auth import SalesforceAuthSettings
 from connectors.salesforce.connector import SalesforceConnector, SalesforceSettings
 from connectors.salesforce.errors import classify, record_error
 from connectors.salesforce.sandbox import Faults, SalesforceSandbox, SalesforceStore
-from sync.errors import (
+from crm_handoff.errors import (
     AuthError,
     CrmConfigError,
     CrmError,
@@ -24,7 +24,7 @@ from sync.errors import (
     QuotaExhausted,
     RetriableCrmError,
 )
-from sync.records import PersonCreate, PersonUpdate, TaskRequest
+from crm_handoff.records import PersonCreate, PersonUpdate, TaskRequest
 
 QUERY = "GET /query"
 ATTEMPTS = 4

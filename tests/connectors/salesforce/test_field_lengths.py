@@ -14,7 +14,7 @@ import pytest
 from connectors.salesforce.auth import SalesforceAuthSettings
 from connectors.salesforce.connector import SalesforceConnector, SalesforceSettings, _cut
 from connectors.salesforce.sandbox import SalesforceSandbox, SalesforceStore
-from sync.records import PersonCreate, PersonUpdate, TaskRequest
+from crm_handoff.records import PersonCreate, PersonUpdate, TaskRequest
 
 DESCRIBE = "GET /sobjects/{sobject}/describe"
 

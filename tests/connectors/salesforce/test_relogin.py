@@ -10,7 +10,7 @@ import pytest
 from connectors.salesforce.auth import SalesforceAuthSettings
 from connectors.salesforce.connector import SalesforceConnector, SalesforceSettings
 from connectors.salesforce.sandbox import Faults, SalesforceSandbox, SalesforceStore
-from sync.errors import AuthError
+from crm_handoff.errors import AuthError
 
 CLIENT_ID = "3MVG9-relogin-key"
 CLIENT_SECRET = "cs-relogin-5e6f7a8b"
