@@ -777,7 +777,7 @@ def _sync_writes(engine: Engine, prof: Profile, writes: _Writes) -> None:
         values: dict[str, Any] = dict(prof.to_hubspot)
         if sf and hs.linked_id != sf.id:
             values[engine.connectors["hubspot"].handoff_fields["link"]] = sf.id
-        if ahead and funnel_rank(lc, prof.stage) > funnel_rank(lc, prof.hubspot_stage):
+        if ahead and prof.stage != prof.hubspot_stage:  # backward only where allowed (may_move)
             values |= _stage_values(engine, "hubspot", hs, prof.hubspot_stage, str(prof.stage), writes)
         writes.put("hubspot", hs.id, hs.object_type, values)
     if sf and "salesforce" in engine.connectors and not sf.converted_to:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from crm_handoff.records import Person, normalize_email
-from mappings.lifecycle import merged_stage, person_stage
+from mappings.lifecycle import person_stages
 from mappings.models import FieldMapping, MappingSet
 from sync.fieldsync import decide
 from sync.state import Identity
@@ -133,12 +133,7 @@ def resolve(profile: Profile, mapping: MappingSet, last: Mapping[str, str | None
     """Fill canonical values, stages and the field writes each side needs."""
     hs, sf = profile.hubspot, profile.salesforce
     lc = mapping.lifecycle
-    profile.hubspot_stage = person_stage(lc, hs) if hs else None
-    profile.salesforce_stage = person_stage(lc, sf) if sf else None
-    newest = None
-    if hs and sf:
-        newest = profile.hubspot_stage if hs.modified_at > sf.modified_at else profile.salesforce_stage
-    profile.stage = merged_stage(lc, profile.hubspot_stage, profile.salesforce_stage, newest)
+    profile.hubspot_stage, profile.salesforce_stage, profile.stage = person_stages(lc, hs, sf)
     for fm in mapping.fields.fields:
         _resolve_field(profile, fm, last.get(fm.name))
 

@@ -1,7 +1,8 @@
 """Salesforce connector on ``simple-salesforce``.
 
-Pulls Leads and Contacts by ``SystemModstamp`` (``>=`` with the engine's lookback),
-converted-lead outcomes through their Opportunities, active Users, and activity (calls
+Pulls Leads and Contacts by ``SystemModstamp`` (``>=`` with the engine's lookback), each
+with its opportunity's stage (a lead's converted Opportunity, a contact's through its
+contact roles), the contacts whose opportunities moved, active Users, and activity (calls
 logged as Tasks, Events, CampaignMembers); writes handoff Tasks by sObject Collections
 external-ID upsert on ``Handoff_Key__c`` (200 a call: a retry or rerun can never create
 a second task) and person fields by Collections update. Every SOQL statement is built
@@ -55,6 +56,12 @@ COMPOSITE_QUERIES = 5  # a Composite request may carry 5 queries (one API call)
 DELETED_WINDOW = timedelta(days=15) - timedelta(minutes=5)  # getDeleted keeps 15 days
 ID_CHUNK = 200  # ids per "Id IN (...)" query, well inside URL limits
 AGGREGATE_ROWS = 2000  # rows of an aggregate (GROUP BY) query: one page, no query locator
+#: ``Person.values`` key: when the person's opportunity entered its stage (Opportunity
+#: ``LastStageChangeDate``, else its ``CreatedDate``), ISO 8601. Read by mappings.lifecycle.
+OPPORTUNITY_STAGE_AT = "Opportunity.LastStageChangeDate"
+#: What decides a person's opportunity stage, read with the lead or the contact role.
+OUTCOME_FIELDS = ("StageName", "IsWon", "IsClosed", "LastStageChangeDate", "CreatedDate")
+CONVERTED = "ConvertedOpportunity"  # Lead's relationship to the opportunity it converted to
 
 HANDOFF_FIELDS = {
     "status": "Handoff_Status__c",
@@ -85,6 +92,7 @@ LEAD_FIELDS = [
     "SystemModstamp",
     "HubSpot_Contact_Id__c",
     "Handoff_Status__c",
+    *(f"{CONVERTED}.{f}" for f in OUTCOME_FIELDS),
 ]
 CONTACT_FIELDS = [
     "Id",
@@ -296,8 +304,48 @@ class SalesforceConnector:
                 return
             page = self._call(self.sf.query_more, page["nextRecordsUrl"], identifier_is_url=True)
 
-    def _person(self, rec: dict[str, Any], object_type: str, opp_stage: str | None = None) -> Person:
-        values = {k: _text(v) for k, v in rec.items() if k != "attributes"}
+    def _query_all(self, group: str, statements: Sequence[str]) -> Iterator[dict[str, Any]]:
+        """Every record of several queries; their first pages travel in Composite requests
+        (one API call per 5 statements, ``_prefetch``)."""
+        if len(statements) > 1:
+            self._prefetch(group, [self._query_url(soql) for soql in statements])
+        for soql in statements:
+            yield from self.query(soql)
+
+    def _people(self, records: Sequence[dict[str, Any]], object_type: str) -> list[Person]:
+        """Records as people, each with its opportunity's stage: a lead's from the
+        opportunity it converted to (read with the lead), a contact's from its contact
+        roles (``_role_outcomes``: a query per 200 contacts, 5 of them a call)."""
+        if object_type == "lead":
+            return [
+                self._person(r, "lead", _outcome(_related(r, CONVERTED), r.get("ConvertedOpportunityId")))
+                for r in records
+            ]
+        outcomes = self._role_outcomes([r["Id"] for r in records])
+        return [self._person(r, "contact", outcomes.get(r["Id"])) for r in records]
+
+    def _role_outcomes(self, contact_ids: Sequence[str]) -> dict[str, _Outcome]:
+        """Contact id -> the opportunity that decides its stage, through its contact roles
+        (``OpportunityContactRole``; a lead's conversion makes the contact its primary role)."""
+        fields = ", ".join(["ContactId", "OpportunityId", *(f"Opportunity.{f}" for f in OUTCOME_FIELDS)])
+        statements = [
+            format_soql(f"SELECT {fields} FROM OpportunityContactRole WHERE ContactId IN {{}}", list(part))
+            for part in chunked(sorted(set(contact_ids)), ID_CHUNK)
+        ]
+        best: dict[str, _Outcome] = {}
+        for r in self._query_all("roles", statements):
+            found = _outcome(_related(r, "Opportunity"), r.get("OpportunityId"))
+            contact = r.get("ContactId")
+            if found and contact and (contact not in best or found.rank > best[contact].rank):
+                best[contact] = found
+        return best
+
+    def _person(self, rec: dict[str, Any], object_type: str, outcome: _Outcome | None = None) -> Person:
+        values = {
+            k: _text(v) for k, v in rec.items() if k != "attributes" and k.partition(".")[0] != CONVERTED
+        }
+        if outcome is not None and outcome.at is not None:
+            values[OPPORTUNITY_STAGE_AT] = outcome.at.isoformat()
         return Person(
             crm="salesforce",
             id=rec["Id"],
@@ -309,7 +357,7 @@ class SalesforceConnector:
             linked_id=rec.get(HANDOFF_FIELDS["link"]) or None,
             deleted=bool(rec.get("IsDeleted")),
             converted_to=rec.get("ConvertedContactId") or None,
-            opportunity_stage=opp_stage,
+            opportunity_stage=outcome.stage if outcome is not None else None,
         )
 
     # --- reads ----------------------------------------------------------------
@@ -329,7 +377,8 @@ class SalesforceConnector:
     def pull_people(
         self, since: datetime | None, resume: Mapping[str, str] | None = None
     ) -> Iterator[PeoplePage]:
-        """Leads, then Contacts, then leads whose Opportunity moved; each REST page a page.
+        """Leads, then Contacts, then (incremental) the contacts whose opportunities moved or
+        whose contact roles changed, then deletes; each REST page a page.
 
         The window is ``since <= SystemModstamp < upper`` with ``upper`` fixed for the
         whole pass (slightly behind now, so in-flight transactions are not skipped) and
@@ -344,23 +393,16 @@ class SalesforceConnector:
             self._prefetch("people", self._pass_urls(since, datetime.fromisoformat(upper)))
         for i, phase in enumerate(phases[first:], start=first):
             after = (state.get("ts"), state.get("id")) if i == first and state.get("ts") else None
-            if phase in ("Opportunity", "Deleted"):
+            next_phase = phases[i + 1] if i + 1 < len(phases) else None
+            if phase == "Deleted":
                 assert since is not None
-                if phase == "Opportunity":
-                    people = [
-                        self._person(r, "lead", st)
-                        for r, st in self._leads_with_changed_opportunities(since, upper)
-                    ]
-                    alive = None
-                else:
-                    people, alive = self._deleted(since, datetime.fromisoformat(upper))
-                last = i + 1 == len(phases)
-                token = None if last else {"phase": phases[i + 1], "upper": upper}
-                yield PeoplePage(people, token, datetime.fromisoformat(upper) if last else None, alive)
+                people, alive = self._deleted(since, datetime.fromisoformat(upper))
+                token = {"phase": next_phase, "upper": upper} if next_phase else None
+                yield PeoplePage(
+                    people, token, datetime.fromisoformat(upper) if token is None else None, alive
+                )
                 continue
-            yield from self._pull_object(
-                phase, since, upper, after, phases[i + 1] if i + 1 < len(phases) else None
-            )
+            yield from self._pull_object(phase, since, upper, after, next_phase)
 
     def _pull_object(
         self,
@@ -370,20 +412,22 @@ class SalesforceConnector:
         after: tuple[Any, Any] | None,
         next_phase: str | None,
     ) -> Iterator[PeoplePage]:
+        """One phase's pages: Lead or Contact rows in the window, or (``Opportunity``) the
+        contact roles whose opportunity or own row changed in it, as their contacts."""
         fields, object_type = (
             (self.lead_fields, "lead") if obj == "Lead" else (self.contact_fields, "contact")
         )
-        soql = self._window_soql(obj, fields, since, datetime.fromisoformat(upper), after)
+        if obj == "Opportunity":
+            assert since is not None
+            soql = self._moved_soql(since, datetime.fromisoformat(upper), after)
+        else:
+            soql = self._window_soql(obj, fields, since, datetime.fromisoformat(upper), after)
         page = self._first_page(soql, include_deleted=since is not None)
         while True:
             records = page.get("records", [])
-            stages = self._opportunity_stages(
-                [r["ConvertedOpportunityId"] for r in records if r.get("ConvertedOpportunityId")]
+            people = (
+                self._moved_contacts(records) if obj == "Opportunity" else self._people(records, object_type)
             )
-            people = [
-                self._person(r, object_type, stages.get(r.get("ConvertedOpportunityId") or ""))
-                for r in records
-            ]
             done = page.get("done", True) or not page.get("nextRecordsUrl")
             if not done and records:
                 token: dict[str, str] | None = {
@@ -424,14 +468,7 @@ class SalesforceConnector:
             for text in getattr(bulk, obj).query(soql, max_records=BULK_PAGE, wait=1):
                 rows = (_from_csv(row) for row in csv.DictReader(_lines(str(text))))
                 for records in chunked(rows, BULK_SLICE):  # pages of a REST page's size: flat memory
-                    stages = self._opportunity_stages(
-                        [r["ConvertedOpportunityId"] for r in records if r.get("ConvertedOpportunityId")]
-                    )
-                    people = [
-                        self._person(r, object_type, stages.get(r.get("ConvertedOpportunityId") or ""))
-                        for r in records
-                    ]
-                    yield PeoplePage(people, token)
+                    yield PeoplePage(self._people(records, object_type), token)
         except (requests.RequestException, SalesforceError) as exc:
             raise (
                 classify(exc)
@@ -462,27 +499,33 @@ class SalesforceConnector:
         )
         return format_soql(select, **args)
 
-    def _leads_with_changed_opportunities(
-        self, since: datetime, upper: str
-    ) -> Iterator[tuple[dict[str, Any], str]]:
-        """Outcomes flow back: a converted lead whose Opportunity moved is pulled again."""
-        soql = self._opportunities_soql(since, datetime.fromisoformat(upper))
-        stages = {r["Id"]: r.get("StageName") or "" for r in self.query(soql)}
-        for part in chunked(sorted(stages), ID_CHUNK):
-            soql = format_soql(
-                f"SELECT {', '.join(self.lead_fields)} FROM Lead WHERE ConvertedOpportunityId IN {{}}",
-                list(part),
-            )
-            for r in self.query(soql):
-                yield r, stages.get(r.get("ConvertedOpportunityId") or "", "")
-
     @staticmethod
-    def _opportunities_soql(since: datetime, upper: datetime) -> str:
-        return format_soql(
-            "SELECT Id, StageName FROM Opportunity WHERE SystemModstamp >= {} AND SystemModstamp < {}",
-            since,
-            upper,
+    def _moved_soql(since: datetime, upper: datetime, after: tuple[Any, Any] | None) -> str:
+        """Outcomes flow back: the contact roles whose Opportunity changed in the window (a
+        stage moved: the Opportunity's ``SystemModstamp``, never the contact's), or that were
+        added or removed in it (``queryAll``), ordered as a window is for resuming."""
+        window = "SystemModstamp >= {since} AND SystemModstamp < {upper}"
+        where = [f"(({window}) OR ({window.replace('SystemModstamp', 'Opportunity.SystemModstamp')}))"]
+        args: dict[str, Any] = {"since": since, "upper": upper}
+        if after is not None:
+            where.append("(SystemModstamp > {ts} OR (SystemModstamp = {ts} AND Id > {id}))")
+            args["ts"], args["id"] = parse_time(after[0]), after[1]
+        select = (
+            "SELECT Id, ContactId, SystemModstamp FROM OpportunityContactRole "
+            f"WHERE {' AND '.join(where)} ORDER BY SystemModstamp, Id"
         )
+        return format_soql(select, **args)
+
+    def _moved_contacts(self, roles: Sequence[dict[str, Any]]) -> list[Person]:
+        """The contacts of these contact roles, read again with their opportunities' stages
+        (a query per 200 contacts and per 200 for their roles, 5 of them a call)."""
+        ids = sorted({str(r["ContactId"]) for r in roles if r.get("ContactId")})
+        fields = ", ".join(self.contact_fields)
+        statements = [
+            format_soql(f"SELECT {fields} FROM Contact WHERE Id IN {{}}", list(part))
+            for part in chunked(ids, ID_CHUNK)
+        ]
+        return self._people(list(self._query_all("moved", statements)), "contact")
 
     def _deleted(
         self, since: datetime, upper: datetime
@@ -525,19 +568,10 @@ class SalesforceConnector:
         return [
             self._query_url(self._window_soql("Lead", self.lead_fields, since, upper, None), True),
             self._query_url(self._window_soql("Contact", self.contact_fields, since, upper, None), True),
-            self._query_url(self._opportunities_soql(since, upper)),
+            self._query_url(self._moved_soql(since, upper, None), True),
             self._deleted_url("Lead", start, upper),
             self._deleted_url("Contact", start, upper),
         ]
-
-    def _opportunity_stages(self, ids: Sequence[str]) -> dict[str, str]:
-        stages: dict[str, str] = {}
-        for part in chunked(sorted(set(ids)), ID_CHUNK):
-            for r in self.query(
-                format_soql("SELECT Id, StageName FROM Opportunity WHERE Id IN {}", list(part))
-            ):
-                stages[r["Id"]] = r.get("StageName") or ""
-        return stages
 
     def activities_for(self, people: Sequence[Person], since: datetime) -> Iterator[Activity]:
         """Salesforce activity is pulled org-wide (``pull_activities``): nothing per person."""
@@ -750,6 +784,37 @@ def _is_counted(wanted: OpenWork, by: str | None, value: Any) -> bool:
     if by == "Type":
         return ANY_TYPE not in wanted.task_types and value in {t.lower() for t in wanted.task_types}
     return value in {s.lower() for s in wanted.lead_statuses}
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """A person's opportunity: its stage and when it entered it."""
+
+    stage: str
+    at: datetime | None
+    rank: tuple[int, datetime, str]  # won, then open, then lost; then the latest stage change
+
+
+def _related(rec: Mapping[str, Any], rel: str) -> Mapping[str, Any] | None:
+    """A parent record read through ``rel``: nested in REST answers, ``rel.Field`` columns
+    in Bulk API CSV; None when there is none."""
+    nested = rec.get(rel)
+    if isinstance(nested, Mapping):
+        return nested
+    prefix = f"{rel}."
+    flat = {k[len(prefix) :]: v for k, v in rec.items() if k.startswith(prefix)}
+    return flat if any(v is not None for v in flat.values()) else None
+
+
+def _outcome(opp: Mapping[str, Any] | None, opp_id: Any) -> _Outcome | None:
+    """An opportunity as an outcome; None without one (or without a stage)."""
+    if not opp or not opp.get("StageName"):
+        return None
+    at = parse_time(opp.get("LastStageChangeDate")) or parse_time(opp.get("CreatedDate"))
+    standing = 2 if opp.get("IsWon") is True else 0 if opp.get("IsClosed") is True else 1
+    return _Outcome(
+        str(opp["StageName"]), at, (standing, at or datetime.min.replace(tzinfo=UTC), str(opp_id or ""))
+    )
 
 
 def _classify(exc: BaseException) -> HandoffError:

@@ -329,6 +329,25 @@ _OPPORTUNITY = SObjectDef(
         _pick("LeadSource", LEAD_SOURCES),
         _ref("OwnerId", "User"),
         _ref("ContactId", "Contact"),
+        _ro("LastStageChangeDate", "datetime"),  # set when StageName changes (null until then)
+        *_system(),
+    ),
+)
+
+CONTACT_ROLES = (
+    "Business User", "Decision Maker", "Economic Buyer", "Economic Decision Maker", "Evaluator",
+    "Executive Sponsor", "Influencer", "Technical Buyer", "Other",
+)  # fmt: skip
+
+_OPPORTUNITY_CONTACT_ROLE = SObjectDef(
+    "OpportunityContactRole",
+    "00K",
+    (
+        _id(),
+        _ref("OpportunityId", "Opportunity", required=True, updateable=False),
+        _ref("ContactId", "Contact", required=True),
+        _pick("Role", CONTACT_ROLES),
+        FieldDef("IsPrimary", "boolean", default=False),
         *_system(),
     ),
 )
@@ -409,6 +428,7 @@ SOBJECTS: dict[str, SObjectDef] = {
         _CONTACT,
         _ACCOUNT,
         _OPPORTUNITY,
+        _OPPORTUNITY_CONTACT_ROLE,
         _TASK,
         _EVENT,
         _CAMPAIGN,

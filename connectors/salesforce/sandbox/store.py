@@ -218,7 +218,8 @@ class SalesforceStore:
         contact_fields: dict[str, Any] | None = None,
         opportunity: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Convert a lead (test helper): creates Account, Contact and optionally an Opportunity.
+        """Convert a lead (test helper): creates Account, Contact and optionally an Opportunity
+        (with the contact as its primary contact role).
 
         Returns the converted lead's field values.
         """
@@ -276,6 +277,12 @@ class SalesforceStore:
                 ContactId=contact_id,
             )
             opportunity_id = self.insert("Opportunity", {**opp, **opportunity})
+            # as Salesforce does: the converted contact becomes the opportunity's primary
+            # contact role (no role given)
+            self.insert(
+                "OpportunityContactRole",
+                {"OpportunityId": opportunity_id, "ContactId": contact_id, "IsPrimary": True},
+            )
         self._mark_converted(lead["Id"], account_id, contact_id, opportunity_id)
         converted = self.get("Lead", lead["Id"])
         assert converted is not None
@@ -559,6 +566,8 @@ class SalesforceStore:
             stage = values[_pos(definition, "StageName")]
             values[_pos(definition, "IsClosed")] = stage in ("Closed Won", "Closed Lost")
             values[_pos(definition, "IsWon")] = stage == "Closed Won"
+            if old is not None and old[_pos(definition, "StageName")] != stage:
+                values[_pos(definition, "LastStageChangeDate")] = stamp
         if definition.name == "Task":
             values[_pos(definition, "IsClosed")] = values[_pos(definition, "Status")] in CLOSED_TASK_STATUSES
         if definition.name == "CampaignMember":

@@ -4,7 +4,8 @@ Salesforce answers ``POST /composite`` with HTTP 200 and each subrequest's own s
 body; with ``allOrNone: true`` the first failure rolls back the others, which then say
 ``PROCESSING_HALTED``. The connector sends the first pages of an incremental pass (Lead,
 Contact and Opportunity queries, both ``getDeleted`` reads) and of the activity pull that
-way: a failed subrequest must be read again on its own, never dropped.
+way (the Opportunity phase's first page is its contact-role query): a failed subrequest
+must be read again on its own, never dropped.
 """
 
 from __future__ import annotations
@@ -194,7 +195,7 @@ SINCE = T0 - timedelta(seconds=60)
 PARTS = {
     "Lead query": "FROM+Lead+WHERE",
     "Contact query": "FROM+Contact+WHERE",
-    "Opportunity query": "FROM+Opportunity+WHERE",
+    "Opportunity query": "FROM+OpportunityContactRole+WHERE",
     "Lead getDeleted": "/sobjects/Lead/deleted/",
     "Contact getDeleted": "/sobjects/Contact/deleted/",
 }
@@ -213,9 +214,10 @@ def incremental_scenario(store: SalesforceStore, clock: Clock) -> dict[str, set[
     before = T0 - timedelta(seconds=90)  # before SINCE: only getDeleted reports these
     store.delete("Lead", gone_lead, at=before)
     store.delete("Contact", gone_contact, at=before)
-    return {
-        "lead": {lead(store, i, at=recent) for i in range(1, 6)} | {converted},
-        "contact": {store.insert("Contact", {"LastName": f"C{i}"}, at=recent) for i in range(4)},
+    return {  # the converted person comes back as its contact, with the opportunity's stage
+        "lead": {lead(store, i, at=recent) for i in range(1, 6)},
+        "contact": {store.insert("Contact", {"LastName": f"C{i}"}, at=recent) for i in range(4)}
+        | {opp["ConvertedContactId"]},
         "deleted": {gone_lead, gone_contact},
     }
 
@@ -240,14 +242,8 @@ def test_one_failed_subrequest_is_read_again_alone_and_nothing_is_lost(sandbox, 
     assert collect(pages) == expected  # every phase's records, the failed one's included
     assert pages[-1].resume is None and pages[-1].watermark == T0
     assert sandbox.calls["POST /composite"] == 1
-    alone = {
-        "Lead query": "GET /queryAll",
-        "Contact query": "GET /queryAll",
-        "Opportunity query": "GET /query",
-    }
-    resource = alone.get(part, "GET /sobjects/{sobject}/deleted")
-    usual = 1 if part == "Opportunity query" else 0  # its converted leads are one query more
-    assert sandbox.calls[resource] == usual + 1  # read again on its own: one call more, no more
+    resource = "GET /sobjects/{sobject}/deleted" if "getDeleted" in part else "GET /queryAll"
+    assert sandbox.calls[resource] == 1  # read again on its own: one call more, no more
 
 
 def test_no_failure_costs_one_composite_call_for_every_first_page(sandbox, store, clock):
