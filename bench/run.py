@@ -252,22 +252,24 @@ def bench_size(
     bulk_s: list[float] | None = None,
     cycles: int = 20,
     log: bool = True,
+    first_only: bool = False,
 ) -> SizeResult:
-    """Seed ``people`` people and run the named cycles and the latency series."""
+    """Seed ``people`` people and run the named cycles and the latency series
+    (``first_only``: the first sync alone, for sizes where the rest would take hours)."""
     with (
         tempfile.TemporaryDirectory(prefix="handoff-bench-") as tmp,
         Bench(people, latency, bulk_s, Path(tmp)) as b,
     ):
         install(HubSpotConnector(HubSpotSettings.with_token(b.hs.base_url, b.hs.token)))
         start = time.monotonic()
-        gaps = max(0, cycles - 1)
+        gaps = 0 if first_only else max(0, cycles - 1)
         seed(b.world, people, probes=gaps * PROBES_PER_GAP)
         result = SizeResult(people, time.monotonic() - start)
         _say(log, f"[{people:,}] seeded in {result.seed_seconds:.1f} s")
         env = b.env(mapping_dir(Path(tmp) / "mappings"))
         rnd = random.Random(f"schedule-{people}")
         at = b.clock()
-        for name in ("first", "settle", "idle", "incremental", "echo"):
+        for name in ("first",) if first_only else ("first", "settle", "idle", "incremental", "echo"):
             if name == "incremental":  # ~1% edited and the probe made ready at random moments
                 first, second = sorted(_moments(rnd, b.clock(), at, 2))  # after idle ended
                 b.wait_until(first)
@@ -278,6 +280,8 @@ def bench_size(
             c = result.cycles[name] = b.cycle(name, env, incremental=name != "first")
             _report(log, people, c)
             at += timedelta(seconds=INTERVAL)
+        if first_only:
+            return result
         changed_at = _series(b, result, env, rnd, at, cycles, log)
         created = tasks_created(b.world)
         for person, when in changed_at.items():
@@ -388,6 +392,22 @@ def write_results(path: Path, label: str, body: str, argv: Sequence[str], setup:
     path.write_text(new)
 
 
+def first_only_table(results: Sequence[SizeResult]) -> str:
+    """The sizes that ran their first sync alone: its wall time, peak RSS and API calls."""
+    if not results:
+        return ""
+    rows = ["", "First sync only (the other cycles and the latency series not run at this size):", "",
+            "| people | first sync | peak RSS | HubSpot calls | Salesforce calls | exit |",
+            "|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for r in results:
+        c = r.cycles["first"]
+        rows.append(
+            f"| {r.people:,} | {c.run.wall:.1f} s | {c.run.max_rss_mb:.0f} MB | {c.total('hubspot'):,} "
+            f"| {c.total('salesforce'):,} | {c.run.exit_code} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="1000,10000", help="comma-separated people counts (default 1000,10000)")
@@ -397,6 +417,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="Bulk API 2.0 query job time to complete, LOW,HIGH (default 5,20; 0: at once)")  # fmt: skip
     p.add_argument("--cycles", type=int, default=20, help="cycles in the latency series (default 20)")
     p.add_argument("--quick", action="store_true", help="1,000 people only, core timed on 10k")
+    p.add_argument("--first-only", default="", metavar="SIZES",
+                   help="comma-separated sizes (of --sizes) that run the first sync only, e.g. 1000000")  # fmt: skip
     p.add_argument("--core-people", type=int, default=100_000, help="people for the pure-core timing")
     p.add_argument("--label", default="latest", help="RESULTS.md section to replace (default latest)")
     p.add_argument("--out", default=str(REPO / "bench" / "RESULTS.md"), help="Markdown results file")
@@ -404,10 +426,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     sizes = [1000] if args.quick else [int(x.replace("_", "")) for x in args.sizes.split(",") if x.strip()]
     core_people = 10_000 if args.quick else args.core_people
-    results = [bench_size(n, args.latency_ms, args.bulk_seconds, args.cycles) for n in sizes]
+    first_only = {int(x.replace("_", "")) for x in args.first_only.split(",") if x.strip()}
+    results = [
+        bench_size(n, args.latency_ms, args.bulk_seconds, args.cycles, first_only=n in first_only)
+        for n in sizes
+    ]
+    full = [r for r in results if r.people not in first_only]
+    alone = [r for r in results if r.people in first_only]
     with tempfile.TemporaryDirectory() as tmp:
         cpu = core.measure(core_people, mapping_dir(Path(tmp) / "m"))
-    print(render(results, cpu, args.latency_ms, md=False))
+    body = (render(full, cpu, args.latency_ms, md=True) if full else "") + first_only_table(alone)
+    print((render(full, cpu, args.latency_ms, md=False) if full else "") + first_only_table(alone))
     if not args.no_write:
         raw = list(argv if argv is not None else sys.argv[1:])
         bulk = (
@@ -418,7 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup = SETUP.format(
             latency=args.latency_ms.describe(), bulk=bulk, interval=INTERVAL, cycles=args.cycles
         )
-        write_results(Path(args.out), args.label, render(results, cpu, args.latency_ms, md=True), raw, setup)
+        write_results(Path(args.out), args.label, body, raw, setup)
         print(f"written to {args.out}", file=sys.stderr)
     return 0
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from crm_handoff.records import (
@@ -58,6 +58,22 @@ class Connector(Protocol):
     stamp_fields: frozenset[str]
     #: Tasks one write call takes: the cycle writes tasks in whole pages of this size.
     task_page: int
+    #: The field that holds a person's owner (a user id), written with a handoff.
+    owner_field: str
+    #: True when the account-wide activity pull is slow (rate-limited, many pages): the
+    #: cycle runs it on a thread of its own while the other CRMs are pulled and evaluated.
+    activity_in_background: bool
+
+    @property
+    def activity_late(self) -> timedelta | None:
+        """How far back an hourly re-read of activity reaches, for a CRM whose activity is
+        read by occurrence time and may arrive late (None: no late re-read)."""
+        ...
+
+    @property
+    def rate_limit_waited(self) -> float:
+        """Seconds spent waiting for the CRM's rate limits so far."""
+        ...
 
     def pull_owners(self) -> list[Owner]:
         """All owners/users, active and inactive."""

@@ -106,30 +106,48 @@ def _order(c: Candidate) -> tuple[int, str, str]:
     return (-c.score, at, c.person_key)
 
 
+class Router:
+    """Routes candidates page by page, highest score first, never above any rep's weekly
+    capacity; the loads carry over between pages, so a queue of any size is routed
+    with one page in memory (``plan_routing`` routes one list)."""
+
+    def __init__(self, reps: Sequence[Rep], used: Mapping[str, int], pools: Sequence[Pool] = ()) -> None:
+        self.loads: dict[str, RepLoad] = {
+            r.email: RepLoad(r, r.weekly_capacity, used.get(r.email, 0)) for r in reps
+        }
+        self.pools = pools
+
+    def route(self, candidates: Sequence[Candidate]) -> tuple[list[Assignment], list[Deferral]]:
+        """Assign these candidates (in queue order) or defer them with the reason.
+
+        The existing owner keeps the lead when they are a rep with capacity left;
+        otherwise the eligible rep with most capacity left takes it (ties: fewest
+        assigned, then name).
+        """
+        assignments: list[Assignment] = []
+        deferrals: list[Deferral] = []
+        for cand in sorted(candidates, key=_order):
+            pick = _pick(cand, self.loads, self.pools)
+            if pick is None:
+                deferrals.append(Deferral(cand, _why_not(cand, self.loads, self.pools)))
+                continue
+            load, why = pick
+            self.loads[load.rep.email] = RepLoad(load.rep, load.capacity, load.used_before, load.assigned + 1)
+            assignments.append(Assignment(cand, load.rep, why))
+        return assignments, deferrals
+
+
 def plan_routing(
     candidates: Sequence[Candidate],
     reps: Sequence[Rep],
     used: Mapping[str, int],
     pools: Sequence[Pool] = (),
 ) -> RoutingPlan:
-    """Assign candidates, highest score first, never above any rep's weekly capacity.
-
-    The existing owner keeps the lead when they are a rep with capacity left; otherwise
-    the eligible rep with most capacity left takes it (ties: fewest assigned, then name).
-    Everyone else is deferred with the reason.
-    """
-    loads = {r.email: RepLoad(r, r.weekly_capacity, used.get(r.email, 0)) for r in reps}
-    assignments: list[Assignment] = []
-    deferrals: list[Deferral] = []
-    for cand in sorted(candidates, key=_order):
-        pick = _pick(cand, loads, pools)
-        if pick is None:
-            deferrals.append(Deferral(cand, _why_not(cand, loads, pools)))
-            continue
-        load, why = pick
-        loads[load.rep.email] = RepLoad(load.rep, load.capacity, load.used_before, load.assigned + 1)
-        assignments.append(Assignment(cand, load.rep, why))
-    return RoutingPlan(tuple(assignments), tuple(deferrals), loads)
+    """Assign candidates, highest score first, never above any rep's weekly capacity
+    (``Router``); everyone else is deferred with the reason."""
+    router = Router(reps, used, pools)
+    assignments, deferrals = router.route(candidates)
+    return RoutingPlan(tuple(assignments), tuple(deferrals), router.loads)
 
 
 def _pick(cand: Candidate, loads: Mapping[str, RepLoad], pools: Sequence[Pool]) -> tuple[RepLoad, str] | None:

@@ -54,14 +54,17 @@ def set_aside(
     records_per_email: Mapping[str, Mapping[str, int]],
     handed_off_as: Mapping[str, str],
     limit: int = SHARED_EMAIL_LIMIT,
+    first: dict[str, str] | None = None,
 ) -> dict[str, SetAside]:
     """The queued people who must not be routed, by person key.
 
     ``records_per_email``: email -> CRM -> how many records of that CRM hold it (the
     mirror); ``handed_off_as``: email -> the person key a handoff was recorded for.
+    ``first``: email -> the best-ranked queued person with it so far; pass the same dict
+    for every page of a queue read page by page (it is updated).
     """
     out: dict[str, SetAside] = {}
-    first: dict[str, str] = {}
+    first = {} if first is None else first
     for q in queued:
         if q.blocked:
             out[q.person_key] = SetAside(q.person_key, q.blocked, is_error=False)

@@ -26,6 +26,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     Engine,
+    Index,
     Integer,
     MetaData,
     String,
@@ -45,7 +46,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from crm_handoff.records import Activity, Person
+from crm_handoff.records import Activity, Person, TaskRequest
+from sync.items import QueueItem, Snapshot
 
 metadata = MetaData()
 
@@ -129,6 +131,16 @@ queue = Table(
     Column("status_written", Text),
     Column("queued_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("valid_until", DateTime(timezone=True), index=True),  # the snapshot's, queryable
+    Index("ix_queue_order", "score", "queued_at", "person_key"),
+)
+
+to_evaluate = Table(  # people to evaluate again: new activity, lapsing scores (``sync.ingest``)
+    "to_evaluate",
+    metadata,
+    Column("kind", String(20), primary_key=True),  # a CRM (ref: its record id), "email" or "key"
+    Column("ref", String(320), primary_key=True),
+    Column("marked_at", DateTime(timezone=True), nullable=False),
 )
 
 stage_history = Table(
@@ -201,7 +213,7 @@ class LedgerEntry:
     reasons: list[Any]
     planned_at: datetime
     error: str | None = None
-    payload: dict[str, Any] | None = None
+    task: TaskRequest | None = None  # the task this entry writes (stored as its payload)
 
 
 class StateStore:
@@ -558,7 +570,7 @@ class StateStore:
                 "status": "intent",
                 "score": e.score,
                 "reasons": e.reasons,
-                "payload": e.payload or {},
+                "payload": _task_payload(e.task),
                 "planned_at": e.planned_at,
                 "run_id": run_id,
             }
@@ -631,18 +643,54 @@ class StateStore:
                 )
         return out
 
-    def enqueue(
-        self, person_key: str, score: int, snapshot: dict[str, Any], reason: str, at: datetime
-    ) -> None:
-        self.enqueue_many([(person_key, score, snapshot, reason, at)])
+    def queue_items(self, keys: Sequence[str]) -> dict[str, QueueItem]:
+        """The queue items of these people (those on the queue)."""
+        out: dict[str, QueueItem] = {}
+        with self._connect() as conn:
+            for part in _parts(sorted(set(keys))):
+                for r in conn.execute(select(queue).where(queue.c.person_key.in_(part))):
+                    out[r.person_key] = _queue_item(r)
+        return out
 
-    def enqueue_many(self, items: Sequence[tuple[str, int, dict[str, Any], str, datetime]]) -> None:
+    def queue_pages(self, size: int = 2000) -> Iterator[list[QueueItem]]:
+        """The whole queue in its order (highest score, then longest waiting), a page at a
+        time (keyset paging on the order index), so memory stays flat at any size."""
+        after: tuple[int, datetime, str] | None = None
+        order = (queue.c.score.desc(), queue.c.queued_at, queue.c.person_key)
+        while True:
+            q = select(queue).order_by(*order).limit(size)
+            if after is not None:
+                score, at, key = after
+                q = q.where(
+                    or_(
+                        queue.c.score < score,
+                        and_(queue.c.score == score, queue.c.queued_at > at),
+                        and_(queue.c.score == score, queue.c.queued_at == at, queue.c.person_key > key),
+                    )
+                )
+            with self._connect() as conn:
+                rows = conn.execute(q).all()
+            if not rows:
+                return
+            last = rows[-1]
+            after = (last.score, last.queued_at, last.person_key)
+            yield [_queue_item(r) for r in rows]
+
+    def lapsing_keys(self, by: datetime) -> list[str]:
+        """Queued people whose qualifying behaviour leaves its window by ``by``."""
+        with self._connect() as conn:
+            return list(
+                conn.execute(
+                    select(queue.c.person_key).where(queue.c.valid_until <= by).order_by(queue.c.person_key)
+                ).scalars()
+            )
+
+    def enqueue_many(self, items: Sequence[QueueItem]) -> None:
         """Queue (or refresh the score and snapshot of) sales-ready people, in one transaction.
 
-        Items are ``(person_key, score, snapshot, reason, at)``; a person already queued
-        keeps their reason and ``queued_at``.
+        A person already queued keeps their reason, ``queued_at`` and shown status.
         """
-        latest = {item[0]: item for item in items}
+        latest = {item.person_key: item for item in items}
         if not latest:
             return
         with self._begin() as conn:
@@ -658,33 +706,67 @@ class StateStore:
                     update(queue)
                     .where(queue.c.person_key == bindparam("b_key"))
                     .values(
-                        score=bindparam("b_score"), snapshot=bindparam("b_snap"), updated_at=bindparam("b_at")
+                        score=bindparam("b_score"),
+                        snapshot=bindparam("b_snap"),
+                        valid_until=bindparam("b_until"),
+                        updated_at=bindparam("b_at"),
                     ),
-                    [{"b_key": k, "b_score": sc, "b_snap": snap, "b_at": at} for k, sc, snap, _, at in old],
-                )
-            if new:
-                conn.execute(
-                    insert(queue),
                     [
                         {
-                            "person_key": k,
-                            "score": sc,
-                            "snapshot": snap,
-                            "reason": reason,
-                            "queued_at": at,
-                            "updated_at": at,
+                            "b_key": i.person_key,
+                            "b_score": i.score,
+                            "b_snap": i.snapshot.to_json(),
+                            "b_until": i.snapshot.valid_until,
+                            "b_at": i.queued_at,
                         }
-                        for k, sc, snap, reason, at in new
+                        for i in old
                     ],
                 )
+            if new:
+                conn.execute(insert(queue), [_queue_row(i) for i in new])
 
-    def mark_status_written(self, person_key: str, status: str, reason: str | None = None) -> None:
+    def mark_shown(self, items: Sequence[QueueItem]) -> None:
         """Remember the waiting status shown in the CRMs (and why), so it is written once."""
-        values: dict[str, Any] = {"status_written": status}
-        if reason:
-            values["reason"] = reason
+        if not items:
+            return
         with self._begin() as conn:
-            conn.execute(update(queue).where(queue.c.person_key == person_key).values(**values))
+            conn.execute(
+                update(queue)
+                .where(queue.c.person_key == bindparam("b_key"))
+                .values(status_written=bindparam("b_status"), reason=bindparam("b_reason")),
+                [{"b_key": i.person_key, "b_status": i.status_written, "b_reason": i.reason} for i in items],
+            )
+
+    # --- people to evaluate again -------------------------------------------
+    def mark(self, refs: Iterable[tuple[str, str]], at: datetime) -> None:
+        """Mark people for evaluation by (kind, ref): a CRM and its record id, ("email",
+        address) or ("key", person key). Marking twice is marking once."""
+        rows = [{"kind": k, "ref": r, "marked_at": at} for k, r in sorted(set(refs))]
+        if not rows:
+            return
+        with self._begin() as conn:
+            for part in _parts(rows):
+                _insert_new(conn, to_evaluate, part)
+
+    def marked(self, limit: int) -> list[tuple[str, str]]:
+        """Up to ``limit`` marks, in (kind, ref) order."""
+        with self._connect() as conn:
+            q = select(to_evaluate.c.kind, to_evaluate.c.ref).order_by(to_evaluate.c.kind, to_evaluate.c.ref)
+            return [(k, r) for k, r in conn.execute(q.limit(limit))]
+
+    def unmark(self, refs: Iterable[tuple[str, str]]) -> None:
+        """These people are evaluated: their marks go."""
+        by_kind: dict[str, list[str]] = {}
+        for kind, ref in set(refs):
+            by_kind.setdefault(kind, []).append(ref)
+        if not by_kind:
+            return
+        with self._begin() as conn:
+            for kind, values in sorted(by_kind.items()):
+                for part in _parts(sorted(values)):
+                    conn.execute(
+                        delete(to_evaluate).where(to_evaluate.c.kind == kind, to_evaluate.c.ref.in_(part))
+                    )
 
     def dequeue(self, person_keys: Sequence[str]) -> None:
         with self._begin() as conn:
@@ -1033,7 +1115,37 @@ def _entry(r: Any) -> LedgerEntry:
         reasons=list(r.reasons or []),
         planned_at=_utc(r.planned_at) or datetime.now(UTC),
         error=r.error,
-        payload=dict(r.payload or {}),
+        task=_task_request(r.key, r.payload),
+    )
+
+
+def _task_payload(task: TaskRequest | None) -> dict[str, Any]:
+    if task is None:
+        return {}
+    return {
+        "person_id": task.person_id,
+        "person_type": task.person_type,
+        "owner_id": task.owner_id,
+        "subject": task.subject,
+        "body": task.body,
+        "due": task.due.isoformat(),
+        "priority": task.priority,
+    }
+
+
+def _task_request(key: str, payload: Mapping[str, Any] | None) -> TaskRequest | None:
+    p = payload or {}
+    if not p.get("person_id"):
+        return None
+    return TaskRequest(
+        key=key,
+        person_id=p["person_id"],
+        person_type=p["person_type"],
+        owner_id=p["owner_id"],
+        subject=p["subject"],
+        body=p["body"],
+        due=date.fromisoformat(p["due"]),
+        priority=p["priority"],
     )
 
 
@@ -1051,6 +1163,37 @@ def _upsert(conn: Any, table: Table, rows: list[dict[str, Any]]) -> None:
         index_elements=keys, set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
     )
     conn.execute(stmt, rows)
+
+
+def _insert_new(conn: Any, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows``, skipping those whose primary key exists (``ON CONFLICT DO NOTHING``)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect_insert: Any = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    conn.execute(dialect_insert(table).on_conflict_do_nothing(), rows)
+
+
+def _queue_item(r: Any) -> QueueItem:
+    return QueueItem(
+        person_key=r.person_key,
+        score=int(r.score),
+        snapshot=Snapshot.from_json(r.snapshot),
+        queued_at=_utc(r.queued_at) or datetime.min.replace(tzinfo=UTC),
+        reason=r.reason,
+        status_written=r.status_written,
+    )
+
+
+def _queue_row(i: QueueItem) -> dict[str, Any]:
+    return {
+        "person_key": i.person_key,
+        "score": i.score,
+        "snapshot": i.snapshot.to_json(),
+        "reason": i.reason,
+        "valid_until": i.snapshot.valid_until,
+        "queued_at": i.queued_at,
+        "updated_at": i.queued_at,
+    }
 
 
 def _parts(items: list[Any], size: int = 500) -> Iterator[list[Any]]:

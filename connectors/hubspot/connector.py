@@ -131,6 +131,8 @@ class HubSpotConnector:
     handoff_fields: Mapping[str, str] = HANDOFF_FIELDS
     task_page: int = PAGE  # tasks written per call
     stamp_fields: frozenset[str] = frozenset({"lastmodifieddate", "hs_lastmodifieddate"})
+    owner_field: str = "hubspot_owner_id"
+    activity_in_background: bool = True  # hundreds of rate-limited event pages on a first sync
 
     def __init__(
         self,

@@ -182,6 +182,9 @@ class SalesforceConnector:
     handoff_fields: Mapping[str, str] = HANDOFF_FIELDS
     task_page: int = COLLECTION  # tasks written per call
     stamp_fields: frozenset[str] = frozenset({"SystemModstamp", "LastModifiedDate", "LastModifiedById"})
+    owner_field: str = "OwnerId"
+    activity_in_background: bool = False  # a few SOQL queries
+    activity_late: timedelta | None = None  # activity is read by its modification stamp
 
     def __init__(
         self,
@@ -191,6 +194,7 @@ class SalesforceConnector:
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.settings = settings
+        self.rate_limit_waited = 0.0  # seconds of back-off on REQUEST_LIMIT_EXCEEDED and 429s
         self.clock = clock  # pull windows end at this clock's "now" (shifted by ``sync --as-of``)
         self.session = MeteredSession(settings.timeout, settings.ca_bundle or True)
         self.calls = self.session.calls
@@ -248,7 +252,11 @@ class SalesforceConnector:
     def _retrying(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn`` by the shared retry policy (connectors/retry.py)."""
         policy = RetryPolicy(attempts=self.settings.max_attempts, max_wait=self.settings.max_wait)
-        return call_with_retries(lambda: fn(*args, **kwargs), policy, _classify)
+        return call_with_retries(lambda: fn(*args, **kwargs), policy, _classify, self._note_wait)
+
+    def _note_wait(self, error: BaseException, seconds: float) -> None:
+        if getattr(error, "status", None) == 429:
+            self.rate_limit_waited += seconds
 
     def _query_url(self, soql: str, include_deleted: bool = False) -> str:
         resource = "queryAll" if include_deleted else "query"

@@ -1,6 +1,0 @@
-"""Moved to ``crm_handoff.records``, the shared vocabulary below every package: import it from there.
-
-Kept only while code written against the old place is merged; nothing in this repository imports it.
-"""
-
-from crm_handoff.records import *  # noqa: F403
