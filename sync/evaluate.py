@@ -192,7 +192,9 @@ def owner_email(ctx: CycleContext, prof: Profile) -> str | None:
 
 def snapshot(ctx: CycleContext, prof: Profile, q: Qualification, blocked: str | None = None) -> Snapshot:
     """What the plan needs of a queued person, kept on the queue row."""
-    records: dict[str, tuple[str, str]] = {p.crm: (p.id, p.object_type) for p in (prof.hubspot, prof.salesforce) if p is not None}
+    records: dict[str, tuple[str, str]] = {
+        p.crm: (p.id, p.object_type) for p in (prof.hubspot, prof.salesforce) if p is not None
+    }
     return Snapshot(
         name=prof.name,
         values=dict(prof.values),
