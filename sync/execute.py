@@ -19,19 +19,19 @@ pull checkpoints and ledger intents are saved, so the next run continues from th
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from crm_handoff.records import Person, PersonUpdate, WriteResult
+from crm_handoff.records import Person
 from sync import queue
 from sync.context import CycleContext, PlannedHandoff, record_error
 from sync.engine import Engine
 from sync.evaluate import Evaluation, entered, load_profiles
 from sync.items import QueueItem
 from sync.plan import Deferred, PlanStep, brief_for
+from sync.send import mirror_written, send
 from sync.setaside import is_set_aside
 from sync.state import LedgerEntry
 from sync.tasks import create_missing_people, intents, write_tasks
@@ -74,13 +74,13 @@ class Executor:
         known: dict[tuple[str, str], Person] = {
             (q.crm, q.id): q for prof in profiles.values() for q in (prof.hubspot, prof.salesforce) if q
         }
-        written = self._send(evaluation.writes, mirror=False)
+        written = send(self.engine, self.ctx, evaluation.writes, mirror=False)
         pulled = [p for p in evaluation.batch.people if not p.deleted] if evaluation.batch.fresh else []
         state = self.state
         with state.batch(lazy_sync=True):
             state.save_people(pulled)
             for crm, values in written.items():
-                self._mirror(crm, values, known)  # the chunk and its counterparts, in memory
+                mirror_written(self.engine, crm, values, known)  # the chunk and its counterparts, in memory
             state.save_identities([p.identity() for p in profiles.values()])
             state.save_field_values(
                 {k: dict(p.values) for k, p in profiles.items() if p.hubspot and p.salesforce}
@@ -165,7 +165,7 @@ class Executor:
     ) -> None:
         """The people of handoffs whose tasks exist: stage and status written, out of the
         queue; only then are the tasks confirmed in the ledger (the handoffs are complete)."""
-        self._send(self._handoff_writes(handoffs, done))
+        send(self.engine, self.ctx, self._handoff_writes(handoffs, done))
         self.state.dequeue(handed)
         self.state.record_stages(dict.fromkeys(handed, "sql"), self.ctx.now)
         self.state.confirm_many(written, self.ctx.now)
@@ -224,7 +224,7 @@ class Executor:
                 self._set_aside_error(d)
             self._nurture_writes(d, writes)
             shown.append(d.item.with_status(_shown(d.reason), d.reason))
-        self._send(writes)
+        send(self.engine, self.ctx, writes)
         self.state.mark_shown(shown)
 
     def prune(self) -> None:
@@ -259,91 +259,6 @@ class Executor:
             record_error(self.state, self.ctx, crm, f"{crm}:{kind or 'contact'}/{pid}", d.reason)
         if not records:
             record_error(self.state, self.ctx, "state", d.item.person_key, d.reason)
-
-    # --- sending ---------------------------------------------------------------
-    def _send(self, writes: Writes, mirror: bool = True) -> dict[str, dict[str, dict[str, Any]]]:
-        """Send the writes, each CRM's on a thread of its own (the calls overlap); the results
-        are then recorded on this thread, in CRM order. Returns the values written, by CRM and
-        person id; ``mirror``: also applied to the mirror now."""
-        jobs: dict[str, tuple[list[PersonUpdate], list[PersonUpdate]]] = {}
-        for crm in self.engine.connectors:
-            clear = [
-                PersonUpdate(pid, ot, {"lifecyclestage": ""})
-                for (c, pid, ot) in writes.clear_first
-                if c == crm
-            ]
-            updates = [
-                PersonUpdate(pid, ot, vals) for (c, pid, ot), vals in writes.values.items() if c == crm
-            ]
-            if clear or updates:
-                jobs[crm] = (clear, updates)
-
-        def send(crm: str) -> tuple[list[WriteResult], list[WriteResult]]:
-            conn = self.engine.connectors[crm]
-            clear, updates = jobs[crm]
-            cleared = conn.update_people(clear) if clear else []
-            return cleared, (conn.update_people(updates) if updates else [])
-
-        if len(jobs) > 1:
-            with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="writes") as pool:
-                futures = {crm: pool.submit(send, crm) for crm in jobs}
-            done = {crm: f.result() for crm, f in futures.items()}  # the first CRM's error, if any
-        else:
-            done = {crm: send(crm) for crm in jobs}
-        out: dict[str, dict[str, dict[str, Any]]] = {}
-        for crm, (cleared, results) in done.items():
-            out[crm] = self._record(crm, writes, jobs[crm][1], cleared, results)
-            if mirror:
-                self._mirror(crm, out[crm], {})
-        return out
-
-    def _record(
-        self,
-        crm: str,
-        writes: Writes,
-        updates: Sequence[PersonUpdate],
-        cleared: Sequence[WriteResult],
-        results: Sequence[WriteResult],
-    ) -> dict[str, dict[str, Any]]:
-        """One CRM's person-write results: rejections recorded; the values written, by person id."""
-        for res in cleared:
-            if not res.ok:
-                record_error(self.state, self.ctx, crm, f"person {res.key}", res.error or "rejected")
-        written: dict[str, dict[str, Any]] = {}
-        types = {u.person_id: u.object_type for u in reversed(updates)}  # the first, as before
-        for res in results:
-            if res.ok:
-                self.ctx.count("updated", crm)
-                written[res.key] = writes.values[(crm, res.key, types[res.key])]
-            else:
-                record_error(self.state, self.ctx, crm, f"person {res.key}", res.error or "rejected")
-        return written
-
-    def _mirror(
-        self, crm: str, written: dict[str, dict[str, Any]], known: Mapping[tuple[str, str], Person]
-    ) -> None:
-        """Our own writes go into the mirror too, so the next chunk or cycle does not decide
-        (and write) them again from a stale copy."""
-        if not written:
-            return
-        conn = self.engine.connectors[crm]
-        link, owner = conn.handoff_fields["link"], conn.owner_field
-        state = self.state
-        with state.batch(lazy_sync=True):  # a cache: the next ordinary commit makes it durable
-            mirrored = [known[(crm, pid)] for pid in written if (crm, pid) in known]  # as just saved
-            mirrored += state.people_by_ids(crm, [pid for pid in written if (crm, pid) not in known])
-            fresh = []
-            for person in mirrored:
-                values = {k: None if v is None else str(v) for k, v in written[person.id].items()}
-                fresh.append(
-                    replace(
-                        person,
-                        values={**person.values, **values},
-                        linked_id=values.get(link, person.linked_id),
-                        owner_id=values.get(owner, person.owner_id),
-                    )
-                )
-            state.save_people(fresh)
 
 
 def _waiting_status(reason: str) -> str:
