@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import insert, select
 
-import sync.state as state_mod
+import sync.state.history as state_mod
 from sync.state import INTERRUPTED, RUN_SILENT_SECONDS, StateStore, _proc_stat, _this_process, runs
 
 
