@@ -26,6 +26,7 @@ CHUNK = 1000  # people evaluated (and checkpointed) together
 KEEP_PROFILES = 1000  # candidate profiles kept in memory; others are reloaded from the mirror
 PLAN_BATCH = 1000  # handoffs planned and executed together
 NURTURE_SHOWN = 200  # deferred people listed by name in the summary (all are counted)
+PLAN_SHOWN = 1000  # handoffs listed in the summary's plan (all are counted, per rep)
 
 
 @dataclass(frozen=True)
@@ -81,15 +82,25 @@ class NurtureItem:
 class HandoffPlan:
     """Everything the cycle did (or, dry-run, would do); printed by --dry-run.
 
-    Its size does not grow with the queue: the deferred people are counted by reason,
-    and only the first ``NURTURE_SHOWN`` are kept by name.
+    Its size does not grow with the queue: handoffs are counted per rep and the deferred
+    people by reason; only the first ``PLAN_SHOWN`` handoffs and ``NURTURE_SHOWN`` deferred
+    people are kept by name.
     """
 
-    handoffs: list[HandoffSummary] = field(default_factory=list)  # planned (and executed) in batches
+    handoffs: list[HandoffSummary] = field(default_factory=list)  # the first PLAN_SHOWN
+    handed_off: int = 0
+    per_rep: Counter[str] = field(default_factory=Counter)
     nurture: list[NurtureItem] = field(default_factory=list)
     nurture_reasons: Counter[str] = field(default_factory=Counter)
     capacity: dict[str, dict[str, int]] = field(default_factory=dict)
     unavailable_reps: dict[str, str] = field(default_factory=dict)
+
+    def hand_off(self, item: HandoffSummary) -> None:
+        """Count a planned (and, unless a dry run, executed) handoff."""
+        self.handed_off += 1
+        self.per_rep[item.rep] += 1
+        if len(self.handoffs) < PLAN_SHOWN:
+            self.handoffs.append(item)
 
     def defer(self, item: NurtureItem) -> None:
         """Count a deferred person (and keep the first ones by name)."""

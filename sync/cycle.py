@@ -70,7 +70,8 @@ def run_cycle(
                 ctx.checkpoint()  # every planned task so far is written and confirmed: a safe point
                 execute.handoffs(step)
                 execute.nurture(step)
-            result.handoffs += [h.summary() for h in step.handoffs]
+            for h in step.handoffs:
+                result.hand_off(h.summary())
             ctx.forget(step.routed)
         if not dry_run:
             execute.finish()
@@ -115,7 +116,6 @@ def _per_1000(calls: int, records: int) -> float | None:
 
 
 def _summary(engine: Engine, ctx: CycleContext, plan: HandoffPlan) -> dict[str, Any]:
-    per_rep = Counter(h.rep for h in plan.handoffs)
     counts = {
         k: {crm: ctx.counts.get(k, Counter()).get(crm, 0) for crm in engine.connectors}
         for k in ("tasks_created", "tasks_existing", "created", "updated", "unchanged")
@@ -136,8 +136,8 @@ def _summary(engine: Engine, ctx: CycleContext, plan: HandoffPlan) -> dict[str, 
         "activities_new": ctx.new_activities,
         "profiles_scored": ctx.scored,
         "qualified": len(ctx.qualified),
-        "handed_off": len(plan.handoffs),
-        "handed_off_per_rep": dict(per_rep),
+        "handed_off": plan.handed_off,
+        "handed_off_per_rep": dict(plan.per_rep),
         "capacity_per_rep": plan.capacity,
         "unavailable_reps": plan.unavailable_reps,
         "kept_in_nurture": sum(n for r, n in plan.nurture_reasons.items() if not is_set_aside(r)),
