@@ -169,3 +169,56 @@ class WriteResult:
     error: str | None = None
     code: str | None = None
     created: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskState:
+    """A handoff task as the CRM holds it now (``Connector.read_tasks``).
+
+    ``status`` is the CRM's raw value; ``closed`` what it means (HubSpot COMPLETED,
+    Salesforce ``IsClosed``). ``outcome`` is the rep's choice in the outcome picklist.
+    ``deleted``: the CRM no longer has the task (``key`` then None when it is not known).
+    """
+
+    key: str | None
+    task_id: str
+    status: str | None
+    closed: bool
+    completed_at: datetime | None
+    outcome: str | None
+    owner_id: str | None
+    modified_at: datetime | None
+    deleted: bool = False
+
+
+TouchKind = Literal["call", "email", "meeting", "task"]
+
+
+@dataclass(frozen=True, slots=True)
+class Touch:
+    """A call, email or meeting logged on a person (``Connector.touches``).
+
+    ``occurred_at``: the earlier of the activity's own time and when it was logged (a
+    call logged late counts when it was made, a meeting booked ahead when it was booked).
+    """
+
+    crm: Crm
+    id: str
+    person_id: str
+    kind: TouchKind
+    owner_id: str | None
+    occurred_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TaskClose:
+    """Close a rep's task (``Connector.close_tasks``), e.g. as reassigned.
+
+    ``status``: the CRM status to set (None: its completed status); ``note`` is appended
+    to the task's body/description; ``outcome``: a value for the outcome picklist, if any.
+    """
+
+    task_id: str
+    note: str
+    status: str | None = None
+    outcome: str | None = None

@@ -45,7 +45,10 @@ from crm_handoff.records import (
     Person,
     PersonCreate,
     PersonUpdate,
+    TaskClose,
     TaskRequest,
+    TaskState,
+    Touch,
     WriteResult,
 )
 
@@ -627,6 +630,25 @@ class HubSpotConnector:
                     msg, code = failed.get(p.external_id, ("contact has no email to upsert by", None))
                     out.append(WriteResult(p.external_id, False, error=msg, code=code))
         return out
+
+    # --- outcomes (connectors/hubspot/outcomes.py) ------------------------------
+    def read_tasks(self, task_ids: Sequence[str]) -> list[TaskState]:
+        """Tasks' status, completion, outcome and owner: batch reads of 100."""
+        from connectors.hubspot import outcomes
+
+        return outcomes.read_tasks(self, task_ids)
+
+    def touches(self, person_ids: Sequence[str], since: datetime) -> Iterator[Touch]:
+        """Calls, emails and meetings logged on these contacts since ``since``."""
+        from connectors.hubspot import outcomes
+
+        return outcomes.touches(self, person_ids, since)
+
+    def close_tasks(self, items: Sequence[TaskClose]) -> list[WriteResult]:
+        """Close tasks with a note (read, then batch update of those still open)."""
+        from connectors.hubspot import outcomes
+
+        return outcomes.close_tasks(self, items)
 
     # --- open work (capacity) -------------------------------------------------
     def open_work(self, wanted: Mapping[str, OpenWork]) -> dict[str, int]:

@@ -398,6 +398,7 @@ def _engagement_defs(object_type: str) -> list[JSON]:
                 _enum(TASK_TYPES, ("Email", "Call", "To-do")),
             ),
             property_def("hs_task_reminders", "Reminder", g),
+            property_def("hs_task_completion_date", "Completed at", g, "datetime", "date", read_only=True),
         ],
         "meetings": [
             property_def(f"hs_meeting_{n}", n.replace("_", " ").title(), g)
@@ -799,6 +800,57 @@ class HubSpotStore:
                     self.update_contact(cid, {"notes_last_updated": props["hs_timestamp"]}, created_at)
             return id_
 
+    def complete_task(
+        self,
+        task_id: str,
+        at: datetime | None = None,
+        outcome: str | None = None,
+        status: str = "COMPLETED",
+    ) -> None:
+        """A rep completing a task in HubSpot's UI (``status``), picking ``outcome`` in the
+        task's crm-handoff outcome dropdown if given; HubSpot stamps "Completed at"."""
+        props = {"hs_task_status": status}
+        if outcome is not None:
+            props["crm_handoff_outcome"] = outcome
+        self.update_object("tasks", task_id, props, at)
+
+    def log_engagement(
+        self,
+        object_type: str,
+        contact_id: str,
+        owner_id: str,
+        at: datetime | None = None,
+        logged_at: datetime | None = None,
+        title: str = "",
+    ) -> str:
+        """A rep logging a call, email or meeting on a contact in HubSpot's UI: ``at`` is
+        when it happened (``hs_timestamp``), ``logged_at`` when it was logged (its create
+        date; default ``at``). Moves the contact's last-activity date as HubSpot does."""
+        name = object_type_name(object_type)
+        title_prop = {"calls": "hs_call_title", "emails": "hs_email_subject", "meetings": "hs_meeting_title"}
+        with self.lock:
+            logged = logged_at or at
+            props = {"hubspot_owner_id": owner_id, title_prop[name]: title or SINGULAR[name]}
+            props["hs_timestamp"] = iso(self._ms(at, self.now_ms()))
+            id_ = self.add_object(name, props, logged)
+            rec = self._require(self.tables[name], id_)
+            contact = self._require(self.tables["contacts"], contact_id)
+            self._link(name, rec.id, "contacts", contact.id)
+            self._logged(name, rec, "contacts", contact.id, self._ms(logged, self.now_ms()))
+            return id_
+
+    def log_call(self, contact_id: str, owner_id: str, at: datetime | None = None, **kw: Any) -> str:
+        """A call logged on a contact (``log_engagement``)."""
+        return self.log_engagement("calls", contact_id, owner_id, at, **kw)
+
+    def log_email(self, contact_id: str, owner_id: str, at: datetime | None = None, **kw: Any) -> str:
+        """A (one-to-one sales) email logged on a contact (``log_engagement``)."""
+        return self.log_engagement("emails", contact_id, owner_id, at, **kw)
+
+    def log_meeting(self, contact_id: str, owner_id: str, at: datetime | None = None, **kw: Any) -> str:
+        """A meeting logged or booked on a contact (``log_engagement``)."""
+        return self.log_engagement("meetings", contact_id, owner_id, at, **kw)
+
     def add_object(
         self, object_type: str, properties: dict[str, str], created_at: datetime | None = None
     ) -> str:
@@ -1089,6 +1141,8 @@ class HubSpotStore:
         if table.name == "deals":
             props.setdefault("pipeline", "default")
             props.update({k: v for k, v in _deal_flags(props.get("dealstage")).items() if v is not None})
+        if table.name == "tasks" and props.get("hs_task_status") == "COMPLETED":
+            props.setdefault("hs_task_completion_date", iso(at))
         rec = Record(self._new_id(), props, at)
         table.insert(rec)
         return rec
@@ -1101,6 +1155,8 @@ class HubSpotStore:
             changes = {**changes, **self._stage_dates({"lifecyclestage": stage}, at)}
         if table.name == "deals" and "dealstage" in changes:
             changes = {**changes, **_deal_flags(changes["dealstage"])}
+        if table.name == "tasks" and "hs_task_status" in changes:
+            changes = {**changes, **_completion(rec, changes["hs_task_status"], at)}
         table.set_values(rec, {sys.intern(k): v for k, v in changes.items()}, at, source)
 
     @staticmethod
@@ -1713,6 +1769,16 @@ def _load_table(table: ObjectTable, dumped: JSON) -> None:
             if name in props:
                 index[table._unique_key(name, props[name])] = id_
     table.modified = SortedKeys(keys)
+
+
+def _completion(rec: Record, status: str | None, at: int) -> dict[str, str | None]:
+    """A task's calculated "Completed at": stamped when it becomes COMPLETED, cleared
+    when it is reopened, untouched while it stays completed."""
+    if status != "COMPLETED":
+        return {"hs_task_completion_date": None}
+    if rec.props.get("hs_task_status") == "COMPLETED" and rec.props.get("hs_task_completion_date"):
+        return {}
+    return {"hs_task_completion_date": iso(at)}
 
 
 def _deal_flags(stage: str | None) -> dict[str, str | None]:
