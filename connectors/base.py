@@ -20,7 +20,10 @@ from crm_handoff.records import (
     Person,
     PersonCreate,
     PersonUpdate,
+    TaskClose,
     TaskRequest,
+    TaskState,
+    Touch,
     WriteResult,
 )
 
@@ -117,4 +120,19 @@ class Connector(Protocol):
 
     def create_people(self, people: Sequence[PersonCreate]) -> list[WriteResult]:
         """Create people idempotently, keyed by ``external_id``."""
+        ...
+
+    def read_tasks(self, task_ids: Sequence[str]) -> list[TaskState]:
+        """The current state of these tasks (one per distinct id, in order), batched
+        (never a call per task); a task the CRM no longer has is ``deleted``."""
+        ...
+
+    def touches(self, person_ids: Sequence[str], since: datetime) -> Iterator[Touch]:
+        """Calls, emails and meetings logged on these people at or after ``since``, by
+        anyone (``owner_id`` says whose), batched (never a call per person)."""
+        ...
+
+    def close_tasks(self, items: Sequence[TaskClose]) -> list[WriteResult]:
+        """Close tasks with a note appended, idempotently (a closed task: success, nothing
+        written); one result per item, keyed by task id."""
         ...

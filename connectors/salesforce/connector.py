@@ -42,7 +42,10 @@ from crm_handoff.records import (
     Person,
     PersonCreate,
     PersonUpdate,
+    TaskClose,
     TaskRequest,
+    TaskState,
+    Touch,
     WriteResult,
 )
 
@@ -734,6 +737,25 @@ class SalesforceConnector:
                     msg, code = record_error(res.get("errors") or [])
                     out.append(WriteResult(k, False, error=msg, code=code))
         return out
+
+    # --- outcomes (connectors/salesforce/outcomes.py) ---------------------------
+    def read_tasks(self, task_ids: Sequence[str]) -> list[TaskState]:
+        """Tasks' Status, IsClosed, CompletedDateTime, outcome, owner (queryAll by Id)."""
+        from connectors.salesforce import outcomes
+
+        return outcomes.read_tasks(self, task_ids)
+
+    def touches(self, person_ids: Sequence[str], since: datetime) -> Iterator[Touch]:
+        """Call/Email Tasks and Events on these leads or contacts since ``since``."""
+        from connectors.salesforce import outcomes
+
+        return outcomes.touches(self, person_ids, since)
+
+    def close_tasks(self, items: Sequence[TaskClose]) -> list[WriteResult]:
+        """Close Tasks with a note (read, then a Collections update of those still open)."""
+        from connectors.salesforce import outcomes
+
+        return outcomes.close_tasks(self, items)
 
     # --- open work (capacity) -------------------------------------------------
     def open_work(self, wanted: Mapping[str, OpenWork]) -> dict[str, int]:

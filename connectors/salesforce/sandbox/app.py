@@ -293,14 +293,21 @@ class SalesforceSandbox:
                 "INSUFFICIENT_ACCESS",
                 "use of the Metadata API requires a user with the ModifyAllData or ModifyMetadata permissions",
             )
-        call = envelope.find(f"{{{_SOAP}}}Body/{{{_MD}}}createMetadata")
-        if call is None:
-            return _soap_fault("soapenv:Client", "INVALID_OPERATION", "Only createMetadata is supported here")
-        results = [self._create_field(item) for item in call.findall(f"{{{_MD}}}metadata")]
-        return _soap_response("createMetadataResponse", results)
+        for operation in ("createMetadata", "updateMetadata"):
+            call = envelope.find(f"{{{_SOAP}}}Body/{{{_MD}}}{operation}")
+            if call is not None:
+                update = operation == "updateMetadata"
+                results = [self._save_field(item, update) for item in call.findall(f"{{{_MD}}}metadata")]
+                return _soap_response(f"{operation}Response", results)
+        return _soap_fault(
+            "soapenv:Client", "INVALID_OPERATION", "Only createMetadata and updateMetadata are supported here"
+        )
 
-    def _create_field(self, item: ET.Element) -> dict[str, Any]:
-        """One ``createMetadata`` component: a SaveResult as a dict."""
+    def _save_field(self, item: ET.Element, update: bool) -> dict[str, Any]:
+        """One ``createMetadata`` / ``updateMetadata`` component: a SaveResult as a dict.
+
+        ``Activity.X__c`` is a field of Task and Event both (Salesforce defines activity
+        custom fields on Activity)."""
         full_name = item.findtext(f"{{{_MD}}}fullName") or ""
         try:
             if not (item.get(f"{{{_XSI}}}type") or "").endswith("CustomField"):
@@ -308,7 +315,13 @@ class SalesforceSandbox:
             obj, _, name = full_name.partition(".")
             if not name.endswith("__c"):
                 raise RecordError("INVALID_NAME", f"Custom field names end in __c: {full_name}")
-            self.store.add_field(obj, _custom_field(name, item))
+            fdef = _custom_field(name, item)
+            targets = ("Task", "Event") if obj == "Activity" else (obj,)
+            missing = [t for t in targets if update and self.store.definition(t).field(name) is None]
+            if missing:  # all or nothing: no target changes unless every one has the field
+                self.store.update_field(missing[0], fdef)  # raises Salesforce's not-found error
+            for target in targets:
+                (self.store.update_field if update else self.store.add_field)(target, fdef)
         except RecordError as exc:
             return {"fullName": full_name, "success": False, "errors": [exc]}
         return {"fullName": full_name, "success": True, "errors": []}
@@ -1097,7 +1110,10 @@ def _custom_field(name: str, item: ET.Element) -> FieldDef:
 
     kind = text("type")
     types = {"Text": "string", "TextArea": "textarea", "LongTextArea": "textarea", "Number": "double",
-             "Checkbox": "boolean", "Email": "email", "Phone": "phone", "Date": "date", "DateTime": "datetime"}  # fmt: skip
+             "Checkbox": "boolean", "Email": "email", "Phone": "phone", "Date": "date", "DateTime": "datetime",
+             "Picklist": "picklist"}  # fmt: skip
+    if kind == "Picklist":
+        return _picklist_field(name, item)
     if kind not in types:
         raise RecordError("FIELD_INTEGRITY_EXCEPTION", f"Unsupported field type: {kind or '(none)'}")
     length = int(text("length") or 0)
@@ -1116,6 +1132,33 @@ def _custom_field(name: str, item: ET.Element) -> FieldDef:
         unique=text("unique") == "true",
         custom=True,
         default=False if kind == "Checkbox" else None,
+    )
+
+
+def _picklist_field(name: str, item: ET.Element) -> FieldDef:
+    """A Picklist CustomField: ``valueSet`` (``restricted``, ``valueSetDefinition.value``
+    with ``fullName``, ``label`` and ``default`` each)."""
+    value_set = item.find(f"{{{_MD}}}valueSet")
+    values = [] if value_set is None else value_set.findall(f"{{{_MD}}}valueSetDefinition/{{{_MD}}}value")
+    names = [(v.findtext(f"{{{_MD}}}fullName") or "").strip() for v in values]
+    if not names or not all(names):
+        raise RecordError("FIELD_INTEGRITY_EXCEPTION", "Values: You must enter at least one picklist value")
+    if len({n.lower() for n in names}) < len(names):
+        raise RecordError("DUPLICATE_VALUE", "Picklist values must be unique")
+    defaults = [n for n, v in zip(names, values, strict=True) if v.findtext(f"{{{_MD}}}default") == "true"]
+    restricted = value_set is not None and value_set.findtext(f"{{{_MD}}}restricted") == "true"
+    return FieldDef(
+        name,
+        "picklist",
+        255,
+        label=(item.findtext(f"{{{_MD}}}label") or "").strip(),
+        picklist=tuple(names),
+        picklist_labels=tuple(
+            (v.findtext(f"{{{_MD}}}label") or n).strip() for n, v in zip(names, values, strict=True)
+        ),
+        default=defaults[0] if defaults else None,
+        custom=True,
+        restricted=restricted,
     )
 
 

@@ -35,6 +35,9 @@ class FieldDef:
     unique: bool = False
     reference_to: tuple[str, ...] = ()
     custom: bool = False
+    #: A restricted picklist refuses values it does not list; an unrestricted one takes any.
+    restricted: bool = True
+    picklist_labels: tuple[str, ...] = ()  # by position in ``picklist`` (default: the value)
 
     @property
     def nillable(self) -> bool:
@@ -57,9 +60,10 @@ class FieldDef:
             "length": self.length,
             "label": self.label or _label(self.name),
             "picklistValues": [
-                {"value": v, "label": v, "active": True, "defaultValue": v == self.default}
-                for v in self.picklist
+                {"value": v, "label": lab, "active": True, "defaultValue": v == self.default}
+                for v, lab in zip(self.picklist, self.picklist_labels or self.picklist, strict=True)
             ],
+            "restrictedPicklist": self.type == "picklist" and self.restricted,
             "externalId": self.external_id,
             "unique": self.unique,
             "createable": self.createable,
@@ -368,7 +372,10 @@ _TASK = SObjectDef(
         _pick("TaskSubtype", TASK_SUBTYPES, "Task", updateable=False),
         _pick("Type", TASK_TYPES),
         FieldDef("IsClosed", "boolean", createable=False, updateable=False, default=False),
+        _ro("CompletedDateTime", "datetime"),
         _ext("Handoff_Key__c", 80),
+        # the rep's outcome (``handoff install`` gives it the mapping's values, restricted)
+        FieldDef("Handoff_Outcome__c", "picklist", 255, custom=True, restricted=False),
         *_system(),
     ),
 )
@@ -387,6 +394,7 @@ _EVENT = SObjectDef(
         FieldDef("ActivityDateTime", "datetime"),
         FieldDef("DurationInMinutes", "int"),
         _s("Type", 40),
+        FieldDef("Handoff_Outcome__c", "picklist", 255, custom=True, restricted=False),  # an Activity field
         *_system(),
     ),
 )

@@ -14,7 +14,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -331,6 +331,27 @@ class SalesforceStore:
             table.required = tuple(i for i, f in enumerate(new.fields) if f.required)
             table.references = tuple(i for i, f in enumerate(new.fields) if f.type == "reference")
 
+    def update_field(self, sobject_name: str, fdef: FieldDef) -> None:
+        """Change a custom field's definition (the Metadata API's ``updateMetadata``): its
+        label and picklist values; rows keep their values. Raises ``RecordError`` if the
+        field does not exist or is not custom."""
+        table = self._table(sobject_name)
+        with self.lock:
+            old = table.definition
+            current = old.field(fdef.name)
+            if current is None or not current.custom:
+                raise RecordError(
+                    "INVALID_CROSS_REFERENCE_KEY",
+                    f"In field: fullName - no CustomField named {old.name}.{fdef.name} found",
+                )
+            if current.type != fdef.type:
+                raise RecordError(
+                    "FIELD_INTEGRITY_EXCEPTION", f"Cannot change the type of {old.name}.{current.name} here"
+                )
+            changed = replace(fdef, name=current.name, length=current.length or fdef.length)
+            fields = tuple(changed if f is current else f for f in old.fields)
+            table.definition = SObjectDef(old.name, old.key_prefix, fields, old.hidden)
+
     def resolve(self, record_id: str) -> tuple[SObjectDef, Row] | None:
         """The live record with this Id, whatever its sObject."""
         base = sobject_for_id(record_id)
@@ -569,7 +590,14 @@ class SalesforceStore:
             if old is not None and old[_pos(definition, "StageName")] != stage:
                 values[_pos(definition, "LastStageChangeDate")] = stamp
         if definition.name == "Task":
-            values[_pos(definition, "IsClosed")] = values[_pos(definition, "Status")] in CLOSED_TASK_STATUSES
+            closed = values[_pos(definition, "Status")] in CLOSED_TASK_STATUSES
+            values[_pos(definition, "IsClosed")] = closed
+            was_closed = old is not None and old[_pos(definition, "IsClosed")]
+            completed = _pos(definition, "CompletedDateTime")  # saved with a closed status
+            if not closed:
+                values[completed] = None
+            elif not was_closed or values[completed] is None:
+                values[completed] = stamp
         if definition.name == "CampaignMember":
             responded = values[_pos(definition, "Status")] in RESPONDED_MEMBER_STATUSES
             values[_pos(definition, "HasResponded")] = responded
@@ -718,6 +746,8 @@ def _to_picklist(fdef: FieldDef, value: Any) -> str:
     for allowed in fdef.picklist:
         if allowed.lower() == text.lower():
             return allowed  # the schema's (shared) string object
+    if not fdef.restricted:
+        return _to_text(fdef, value)
     raise RecordError(
         "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
         f"{_label(fdef)}: bad value for restricted picklist field: {text}",
