@@ -99,6 +99,7 @@ def close_tasks(conn: HubSpotConnector, items: Sequence[TaskClose]) -> list[Writ
     current = {str(o.id): o for o in conn._batch_read("tasks", [i.task_id for i in items], _CLOSE_READ)}
     out: dict[str, WriteResult] = {}
     pending: list[TaskClose] = []
+    queued: set[str] = set()
     for item in items:
         obj = current.get(item.task_id)
         status = (dict(obj.properties or {}) if obj is not None else {}).get("hs_task_status")
@@ -106,7 +107,8 @@ def close_tasks(conn: HubSpotConnector, items: Sequence[TaskClose]) -> list[Writ
             out[item.task_id] = WriteResult(item.task_id, True, item.task_id, code="DELETED", created=False)
         elif status in (COMPLETED, item.status or COMPLETED):
             out[item.task_id] = WriteResult(item.task_id, True, item.task_id, created=False)
-        elif item.task_id not in {p.task_id for p in pending}:
+        elif item.task_id not in queued:
+            queued.add(item.task_id)
             pending.append(item)
     for part in chunked(pending, PAGE):
         out |= _close_batch(conn, part, current)

@@ -71,6 +71,20 @@ def test_read_tasks_completed_open_deleted_and_outcome(portal):
     assert (s.closed, s.outcome, s.completed_at) == (True, "not_a_fit", T0 + timedelta(hours=1))
 
 
+def test_completion_time_is_when_it_was_completed_not_its_last_change(portal):
+    _box, store, conn = portal
+    rep = store.add_owner("rep@northwind.example", "Rita", "Rep")
+    (task,) = handoffs(conn, store, rep, 1)
+    store.complete_task(task, at=T0 + timedelta(hours=1))
+    store.update_object("tasks", task, {"hs_task_subject": "Follow up (done)"}, T0 + timedelta(hours=5))
+    (s,) = conn.read_tasks([task])
+    assert (s.closed, s.completed_at, s.modified_at) == (
+        True,
+        T0 + timedelta(hours=1),
+        T0 + timedelta(hours=5),
+    )
+
+
 def test_reopened_task_is_open_again_with_no_completion(portal):
     _box, store, conn = portal
     rep = store.add_owner("rep@northwind.example", "Rita", "Rep")

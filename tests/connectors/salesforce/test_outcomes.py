@@ -126,6 +126,21 @@ def test_reopened_task_has_no_completion_and_a_15_character_id_is_found(box, con
     )
 
 
+def test_completion_time_is_when_it_was_closed_not_its_last_change(box, conn, clock):
+    store = box.store
+    (task,) = handoffs(conn, store, user(store, "rita"), 1)
+    clock.now = T0 + timedelta(hours=1)
+    store.update("Task", task, {"Status": "Completed"})
+    clock.now = T0 + timedelta(hours=5)
+    store.update("Task", task, {"Subject": "Follow up (done)"})
+    (s,) = conn.read_tasks([task])
+    assert (s.closed, s.completed_at, s.modified_at) == (
+        True,
+        T0 + timedelta(hours=1),
+        T0 + timedelta(hours=5),
+    )
+
+
 def test_1000_tasks_are_read_in_one_call(box, conn):
     store = box.store
     ids = handoffs(conn, store, user(store, "rita"), 1000)
