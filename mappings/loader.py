@@ -30,6 +30,7 @@ from yaml.scanner import Scanner
 from crm_handoff.errors import ConfigError
 from mappings.context import sample_contexts
 from mappings.models import FILES, TEMPLATE_KEYS, MappingSet
+from mappings.outcomes import outcome_problems
 from mappings.templates import check_template
 
 Loc = tuple[str | int, ...]
@@ -344,12 +345,15 @@ def load_mappings(config: Path | str | None = None) -> MappingSet:
         if not isinstance(data, dict):
             raise ConfigError(f"{sources[name].file}:1: {name}: expected a mapping of keys")
     try:
-        mapping = MappingSet.model_validate(raw)
+        mapping = MappingSet.model_validate(raw, context={"config_dir": Path(sources["reps"].file).parent})
     except ValidationError as exc:
         raise ConfigError(_validation_problems(sources, exc)) from None
     src = sources["handoff"]
     mapping.handoff._template_origin.update({key: (src.file, src.first_line(key)) for key in TEMPLATE_KEYS})
     problems = _cross_checks(mapping, sources) + _template_problems(mapping)
+    problems += [
+        f"{_where(sources, n, loc)}: {_format_loc(loc)}: {msg}" for n, loc, msg in outcome_problems(mapping)
+    ]
     if problems:
         raise ConfigError(problems)
     return mapping

@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from crm_handoff.records import ACTIVITY_KINDS
+from mappings.availability import Availability, Schedule, schedule
+from mappings.outcomes import Outcomes, Sla
 
 FORMAT_VERSION = 1
 
@@ -287,6 +289,7 @@ class Rep(Frozen):
     active: bool = True
     timezone: str = "UTC"
     outside_work: OutsideWork | None = None  # None: the top-level outside_work
+    availability: Availability | None = None  # None: the top-level availability
 
     @field_validator("email")
     @classmethod
@@ -314,6 +317,11 @@ class Reps(Versioned):
     reps: tuple[Rep, ...] = Field(min_length=1)
     pools: tuple[Pool, ...] = ()
     outside_work: OutsideWork = OutsideWork()  # default: nothing outside crm-handoff counts
+    availability: Availability = Availability()  # default: always available
+
+    def schedule_for(self, rep: Rep) -> Schedule:
+        """``rep``'s working time: their own availability keys over the top-level ones."""
+        return schedule(rep.timezone, self.availability, rep.availability)
 
     def outside_for(self, rep: Rep) -> OutsideWork:
         """What outside work counts against ``rep``'s capacity (their own block, else the top-level)."""
@@ -359,6 +367,8 @@ class Handoff(Versioned):
     recent_activity_limit: int = Field(5, ge=0, le=50)
     set_owner: bool = True
     content_library: tuple[ContentAsset, ...] = ()
+    outcomes: Outcomes = Outcomes()  # default: no outcome picklist
+    sla: Sla = Sla()  # default: no first-touch SLA beyond the due date
     # key -> (file, line of the template's first line); set by the loader
     _template_origin: dict[str, tuple[str, int]] = PrivateAttr(default_factory=dict)
 
