@@ -175,7 +175,7 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         state.close()
     if args.json:
-        print(json.dumps(result.summary, default=str, sort_keys=True))
+        print(json.dumps(result.summary.to_json(), default=str, sort_keys=True))
     else:
         print_summary(result.summary)
     return result.exit_code

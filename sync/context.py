@@ -19,6 +19,7 @@ from sync.profiles import Profile
 from sync.pulls import PeoplePull
 from sync.qualify import Qualification
 from sync.state import LedgerEntry
+from sync.summary import HandoffSummary, RepCapacity
 
 log = structlog.get_logger("handoff.cycle")
 
@@ -27,19 +28,6 @@ KEEP_PROFILES = 1000  # candidate profiles kept in memory; others are reloaded f
 PLAN_BATCH = 1000  # handoffs planned and executed together
 NURTURE_SHOWN = 200  # deferred people listed by name in the summary (all are counted)
 PLAN_SHOWN = 1000  # handoffs listed in the summary's plan (all are counted, per rep)
-
-
-@dataclass(frozen=True)
-class HandoffSummary:
-    """One planned handoff as ``--json`` and ``--dry-run`` show it."""
-
-    person: str
-    person_key: str
-    score: int
-    rep: str
-    why_rep: str
-    task_in: list[str]
-    reasons: list[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -92,7 +80,7 @@ class HandoffPlan:
     per_rep: Counter[str] = field(default_factory=Counter)
     nurture: list[NurtureItem] = field(default_factory=list)
     nurture_reasons: Counter[str] = field(default_factory=Counter)
-    capacity: dict[str, dict[str, int]] = field(default_factory=dict)
+    capacity: dict[str, RepCapacity] = field(default_factory=dict)
     unavailable_reps: dict[str, str] = field(default_factory=dict)
 
     def hand_off(self, item: HandoffSummary) -> None:

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import structlog
 
@@ -27,6 +26,7 @@ from sync.ingest import batches
 from sync.plan import plan
 from sync.preflight import check_before_writes
 from sync.setaside import is_set_aside
+from sync.summary import CallSplit, CycleSummary, NurtureShown, RecordError
 
 log = structlog.get_logger("handoff.cycle")
 
@@ -35,7 +35,7 @@ log = structlog.get_logger("handoff.cycle")
 class CycleResult:
     """What a cycle did (or, dry-run, would do)."""
 
-    summary: dict[str, Any]
+    summary: CycleSummary
     plan: HandoffPlan
     exit_code: int = 0
 
@@ -82,8 +82,8 @@ def run_cycle(
     summary = _summary(engine, ctx, result)
     status = "stopped" if ctx.stopped else ("partial" if ctx.errors else "ok")
     if ctx.run_id is not None:
-        engine.state.finish_run(ctx.run_id, status, summary, ctx.now)
-    log.info("cycle_finished", run=ctx.run_id, status=status, handed_off=summary["handed_off"])
+        engine.state.finish_run(ctx.run_id, status, summary.to_json(), ctx.now)
+    log.info("cycle_finished", run=ctx.run_id, status=status, handed_off=summary.handed_off)
     return CycleResult(summary, result, exit_code=1 if (ctx.errors or ctx.stopped) else 0)
 
 
@@ -103,66 +103,63 @@ def run_cycle_or_fail(engine: Engine, now: datetime, dry_run: bool = False) -> C
 WRITE_MARKERS = ("batch/create", "batch/update", "batch/upsert", "composite/sobjects")
 
 
-def _call_split(calls: Counter[str]) -> dict[str, int]:
+def _call_split(calls: Counter[str]) -> CallSplit:
     """API calls split into pulls (reads) and writes by endpoint."""
     writes = sum(
         n for name, n in calls.items() if any(m in name for m in WRITE_MARKERS) and not name.startswith("GET")
     )
-    return {"pull": sum(calls.values()) - writes, "write": writes}
+    return CallSplit(pull=sum(calls.values()) - writes, write=writes)
 
 
 def _per_1000(calls: int, records: int) -> float | None:
     return round(calls * 1000 / records, 1) if records else None
 
 
-def _summary(engine: Engine, ctx: CycleContext, plan: HandoffPlan) -> dict[str, Any]:
+def _summary(engine: Engine, ctx: CycleContext, plan: HandoffPlan) -> CycleSummary:
+    crms = list(engine.connectors)
     counts = {
-        k: {crm: ctx.counts.get(k, Counter()).get(crm, 0) for crm in engine.connectors}
+        k: {crm: ctx.counts.get(k, Counter()).get(crm, 0) for crm in crms}
         for k in ("tasks_created", "tasks_existing", "created", "updated", "unchanged")
     }
     split = {crm: _call_split(conn.calls) for crm, conn in engine.connectors.items()}
     written = {
-        crm: counts["tasks_created"][crm] + counts["updated"][crm] + counts["created"][crm]
-        for crm in engine.connectors
+        crm: counts["tasks_created"][crm] + counts["updated"][crm] + counts["created"][crm] for crm in crms
     }
-    return {
-        "run_id": ctx.run_id,
-        "dry_run": ctx.dry_run,
-        "at": ctx.now.isoformat(),
-        "stopped": ctx.stopped,
-        "people_pulled": {crm: ctx.pulled.get(crm, 0) for crm in engine.connectors},
-        "people_unchanged": counts["unchanged"],  # pulled, but only our own writes had changed them
-        "activities_pulled": ctx.pulled_activities,
-        "activities_new": ctx.new_activities,
-        "profiles_scored": ctx.scored,
-        "qualified": len(ctx.qualified),
-        "handed_off": plan.handed_off,
-        "handed_off_per_rep": dict(plan.per_rep),
-        "capacity_per_rep": plan.capacity,
-        "unavailable_reps": plan.unavailable_reps,
-        "kept_in_nurture": sum(n for r, n in plan.nurture_reasons.items() if not is_set_aside(r)),
-        "set_aside": sum(n for r, n in plan.nurture_reasons.items() if is_set_aside(r)),
-        "nurture_reasons": dict(plan.nurture_reasons),
-        "tasks_created": counts["tasks_created"],
-        "tasks_already_existed": counts["tasks_existing"],
-        "people_created": counts["created"],
-        "people_updated": counts["updated"],
-        "api_calls": {crm: sum(conn.calls.values()) for crm, conn in engine.connectors.items()},
-        "rate_limit_wait_seconds": {
+    return CycleSummary(
+        run_id=ctx.run_id,
+        dry_run=ctx.dry_run,
+        at=ctx.now.isoformat(),
+        stopped=ctx.stopped,
+        people_pulled={crm: ctx.pulled.get(crm, 0) for crm in crms},
+        people_unchanged=counts["unchanged"],  # pulled, but only our own writes had changed them
+        activities_pulled=ctx.pulled_activities,
+        activities_new=ctx.new_activities,
+        profiles_scored=ctx.scored,
+        qualified=len(ctx.qualified),
+        handed_off=plan.handed_off,
+        handed_off_per_rep=dict(plan.per_rep),
+        capacity_per_rep=dict(plan.capacity),
+        unavailable_reps=plan.unavailable_reps,
+        kept_in_nurture=sum(n for r, n in plan.nurture_reasons.items() if not is_set_aside(r)),
+        set_aside=sum(n for r, n in plan.nurture_reasons.items() if is_set_aside(r)),
+        nurture_reasons=dict(plan.nurture_reasons),
+        tasks_created=counts["tasks_created"],
+        tasks_already_existed=counts["tasks_existing"],
+        people_created=counts["created"],
+        people_updated=counts["updated"],
+        api_calls={crm: sum(conn.calls.values()) for crm, conn in engine.connectors.items()},
+        rate_limit_wait_seconds={
             crm: round(conn.rate_limit_waited, 3) for crm, conn in engine.connectors.items()
         },
-        "api_calls_split": split,
-        "api_calls_per_1000": {
+        api_calls_split=split,
+        api_calls_per_1000={
             crm: {
-                "people_pulled": _per_1000(split[crm]["pull"], ctx.pulled.get(crm, 0)),
-                "records_written": _per_1000(split[crm]["write"], written[crm]),
+                "people_pulled": _per_1000(split[crm].pull, ctx.pulled.get(crm, 0)),
+                "records_written": _per_1000(split[crm].write, written[crm]),
             }
-            for crm in engine.connectors
+            for crm in crms
         },
-        "errors": ctx.errors,
-        "plan": [asdict(h) for h in plan.handoffs],
-        "nurture": [
-            {"person": n.name, "person_key": n.person_key, "score": n.score, "reason": n.reason}
-            for n in plan.nurture[:NURTURE_SHOWN]
-        ],
-    }
+        errors=[RecordError(**e) for e in ctx.errors],
+        plan=list(plan.handoffs),
+        nurture=[NurtureShown(n.name, n.person_key, n.score, n.reason) for n in plan.nurture[:NURTURE_SHOWN]],
+    )

@@ -427,7 +427,7 @@ def run_demo(data_dir: Path, reset: bool = False, as_json: bool = False, config:
             state.close()
         hs_tasks, sf_tasks = len(boxes.hubspot_store.tasks()), len(boxes.salesforce_store.all("Task"))
     if as_json:
-        print(json.dumps(result.summary, default=str, sort_keys=True))
+        print(json.dumps(result.summary.to_json(), default=str, sort_keys=True))
         return result.exit_code
     print_summary(result.summary)
     print(f"\nThe sandboxes now hold {sf_tasks} Salesforce tasks and {hs_tasks} HubSpot tasks in total.")

@@ -2,7 +2,6 @@
 
 One dedicated ``CollectorRegistry`` per worker (no global state). ``/metrics`` serves
 the Prometheus text format, ``/healthz`` a small JSON status (503 while stopping).
-Rate-limit waits per CRM are not exported yet: the cycle summary does not carry them.
 """
 
 from __future__ import annotations
@@ -14,6 +13,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from werkzeug.serving import BaseWSGIServer, make_server
+
+from sync.summary import CycleSummary
 
 HealthFn = Callable[[], tuple[bool, dict[str, Any]]]
 
@@ -55,21 +56,21 @@ class Metrics:
             "handoff_last_success_timestamp_seconds", "Unix time of the last successful cycle", registry=r
         )
 
-    def observe(self, summary: dict[str, Any], job: str, status: str, seconds: float) -> None:
-        """Count one finished cycle from its summary dict."""
+    def observe(self, summary: CycleSummary, job: str, status: str, seconds: float) -> None:
+        """Count one finished cycle from its summary."""
         self.runs.labels(job, status).inc()
         self.duration.observe(seconds)
-        _add(self.pulled, summary.get("people_pulled", {}).items())
-        _add(self.handoffs, summary.get("handed_off_per_rep", {}).items())
-        _add(self.tasks, summary.get("tasks_created", {}).items())
-        _add(self.api_calls, summary.get("api_calls", {}).items())
-        _add(self.rate_waits, summary.get("rate_limit_wait_seconds", {}).items())
-        for err in summary.get("errors", []):
-            self.errors.labels("record_failed", err.get("crm", "")).inc()
-        for rep, cap in summary.get("capacity_per_rep", {}).items():
-            self.capacity.labels(rep).set(cap.get("capacity", 0))
-            self.capacity_used.labels(rep).set(cap.get("used_before", 0) + cap.get("assigned", 0))
-        self.nurture.set(summary.get("kept_in_nurture", 0))
+        _add(self.pulled, summary.people_pulled.items())
+        _add(self.handoffs, summary.handed_off_per_rep.items())
+        _add(self.tasks, summary.tasks_created.items())
+        _add(self.api_calls, summary.api_calls.items())
+        _add(self.rate_waits, summary.rate_limit_wait_seconds.items())
+        for err in summary.errors:
+            self.errors.labels("record_failed", err.crm).inc()
+        for rep, cap in summary.capacity_per_rep.items():
+            self.capacity.labels(rep).set(cap.capacity)
+            self.capacity_used.labels(rep).set(cap.used_before + cap.assigned)
+        self.nurture.set(summary.kept_in_nurture)
         if status == "ok":
             self.last_success.set_to_current_time()
 

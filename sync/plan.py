@@ -27,6 +27,7 @@ from sync.items import QueueItem
 from sync.outside import add_outside_work
 from sync.routing import Candidate, Router, week_start
 from sync.setaside import QueuedPerson, SetAside, set_aside
+from sync.summary import RepCapacity
 
 
 @dataclass(frozen=True)
@@ -84,12 +85,7 @@ def plan(engine: Engine, ctx: CycleContext, summary: HandoffPlan) -> Iterator[Pl
             ]
         yield from steps
     for email, load in router.loads.items():
-        summary.capacity[email] = {
-            "capacity": load.capacity,
-            "used_before": load.used_before,
-            "assigned": load.assigned,
-            "left": load.left,
-        }
+        summary.capacity[email] = RepCapacity(load.capacity, load.used_before, load.assigned, load.left)
 
 
 def available_reps(engine: Engine, ctx: CycleContext) -> tuple[list[Rep], dict[str, str]]:

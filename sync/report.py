@@ -13,6 +13,7 @@ from typing import Any
 from mappings.models import MappingSet
 from sync.setaside import is_set_aside
 from sync.state import StateStore
+from sync.summary import CycleSummary, RunSummary
 
 SET_ASIDE_SHOWN = 50  # set-aside people listed by ``handoff status`` (all are counted)
 
@@ -25,72 +26,73 @@ def _table(rows: list[list[Any]], header: list[str]) -> str:
     return "\n".join(lines)
 
 
-def print_summary(s: dict[str, Any]) -> None:
+def print_summary(s: CycleSummary) -> None:
     """Human summary of one cycle (``handoff sync`` / ``handoff demo``)."""
-    mode = "DRY RUN - nothing written" if s.get("dry_run") else f"run {s.get('run_id')}"
-    pulled = ", ".join(f"{k} {v}" for k, v in s["people_pulled"].items())
-    print(f"crm-handoff cycle ({mode}) at {s['at']}")
-    echoes = sum((s.get("people_unchanged") or {}).values())
+    mode = "DRY RUN - nothing written" if s.dry_run else f"run {s.run_id}"
+    pulled = ", ".join(f"{k} {v}" for k, v in s.people_pulled.items())
+    print(f"crm-handoff cycle ({mode}) at {s.at}")
+    echoes = sum(s.people_unchanged.values())
     skipped = f" ({echoes} unchanged but for our own writes, skipped)" if echoes else ""
-    print(f"people pulled: {pulled}{skipped}; activities pulled: {s.get('activities_pulled', 0)}")
-    print(f"profiles scored: {s['profiles_scored']}; sales-ready: {s['qualified']}")
-    aside = f"; set aside: {s['set_aside']} (see handoff status)" if s.get("set_aside") else ""
-    print(f"handed off: {s['handed_off']}; kept in nurture: {s['kept_in_nurture']}{aside}")
+    print(f"people pulled: {pulled}{skipped}; activities pulled: {s.activities_pulled}")
+    print(f"profiles scored: {s.profiles_scored}; sales-ready: {s.qualified}")
+    aside = f"; set aside: {s.set_aside} (see handoff status)" if s.set_aside else ""
+    print(f"handed off: {s.handed_off}; kept in nurture: {s.kept_in_nurture}{aside}")
     rows = [
-        [rep, c["capacity"], c["used_before"], s["handed_off_per_rep"].get(rep, 0), c["left"]]
-        for rep, c in sorted(s["capacity_per_rep"].items())
+        [rep, c.capacity, c.used_before, s.handed_off_per_rep.get(rep, 0), c.left]
+        for rep, c in sorted(s.capacity_per_rep.items())
     ]
     if rows:
         print()
         print(_table(rows, ["rep", "weekly capacity", "used before", "handed off now", "left"]))
-    for rep, why in sorted(s.get("unavailable_reps", {}).items()):
+    for rep, why in sorted(s.unavailable_reps.items()):
         print(f"  not routed to {rep}: {why}")
     _print_plan(s)
     print()
-    tasks = ", ".join(f"{k} {v}" for k, v in s["tasks_created"].items())
-    existed = sum(s["tasks_already_existed"].values())
+    tasks = ", ".join(f"{k} {v}" for k, v in s.tasks_created.items())
+    existed = sum(s.tasks_already_existed.values())
     print(f"tasks created: {tasks}" + (f" ({existed} already existed)" if existed else ""))
-    print("API calls: " + ", ".join(f"{k} {v}" for k, v in s["api_calls"].items()))
-    if s["errors"]:
-        print(f"{len(s['errors'])} record(s) failed (see `handoff status`):")
-        for e in s["errors"][:10]:
-            print(f"  {e['crm']} {e['record']}: {e['reason']}")
+    print("API calls: " + ", ".join(f"{k} {v}" for k, v in s.api_calls.items()))
+    if s.errors:
+        print(f"{len(s.errors)} record(s) failed (see `handoff status`):")
+        for e in s.errors[:10]:
+            print(f"  {e.crm} {e.record}: {e.reason}")
 
 
-def _print_plan(s: dict[str, Any]) -> None:
+def _print_plan(s: CycleSummary) -> None:
     """The handoffs of a cycle and the people it kept in nurture."""
-    if s["plan"]:
+    if s.plan:
         print()
-        verb = "would hand off" if s.get("dry_run") else "handed off"
+        verb = "would hand off" if s.dry_run else "handed off"
         print(f"{verb}:")
-        for h in s["plan"]:
-            why = ", ".join(f"{r['rule']} +{r['points']}" for r in h["reasons"])
+        for h in s.plan:
+            why = ", ".join(f"{r['rule']} +{r['points']}" for r in h.reasons)
             print(
-                f"  {h['person']} (score {h['score']}) -> {h['rep']} [{h['why_rep']}; task in {'/'.join(h['task_in'])}]: {why}"
+                f"  {h.person} (score {h.score}) -> {h.rep} [{h.why_rep}; task in {'/'.join(h.task_in)}]: {why}"
             )
-    if s["nurture"]:
+    if s.nurture:
         print()
-        print(f"kept in nurture ({len(s['nurture'])}, highest score first):")
-        for n in s["nurture"][:10]:
-            print(f"  {n['person']} (score {n['score']}): {n['reason']}")
-        if len(s["nurture"]) > 10:
-            print(f"  ... and {len(s['nurture']) - 10} more")
+        print(f"kept in nurture ({len(s.nurture)}, highest score first):")
+        for n in s.nurture[:10]:
+            print(f"  {n.person} (score {n.score}): {n.reason}")
+        if len(s.nurture) > 10:
+            print(f"  ... and {len(s.nurture) - 10} more")
 
 
 def _run_row(r: dict[str, Any]) -> dict[str, Any]:
-    summary = r["summary"] or {}
+    run = RunSummary.from_json(r["summary"])
+    cycle = run.cycle
     return {
         "id": r["id"],
         "started_at": r["started_at"],
         "status": r["status"],
-        "job": summary.get("job"),
-        "worker": summary.get("worker"),
-        "reason": summary.get("reason") or summary.get("error"),
-        "handed_off": summary.get("handed_off"),
-        "kept_in_nurture": summary.get("kept_in_nurture"),
-        "errors": len(summary.get("errors", [])),
-        "api_calls": summary.get("api_calls"),
-        "stopped": summary.get("stopped"),
+        "job": run.job,
+        "worker": run.worker,
+        "reason": run.reason or run.error,
+        "handed_off": cycle.handed_off if cycle else None,
+        "kept_in_nurture": cycle.kept_in_nurture if cycle else None,
+        "errors": len(cycle.errors) if cycle else 0,
+        "api_calls": cycle.api_calls if cycle else None,
+        "stopped": cycle.stopped if cycle else None,
     }
 
 

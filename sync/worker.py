@@ -158,23 +158,23 @@ class Worker:
         finally:
             structlog.contextvars.unbind_contextvars("run_id", "job")
         s = result.summary
-        status = "stopped" if s.get("stopped") else ("partial" if result.exit_code else "ok")
-        if s.get("run_id"):
-            self.state.annotate_run(s["run_id"], {"job": job, "worker": self.holder, "run_uid": run_uid})
+        status = "stopped" if s.stopped else ("partial" if result.exit_code else "ok")
+        if s.run_id:
+            self.state.annotate_run(s.run_id, {"job": job, "worker": self.holder, "run_uid": run_uid})
         self.metrics.observe(s, job, status, time.monotonic() - started)
-        self.last_run = {"job": job, "status": status, "run": s.get("run_id"), "at": s.get("at")}
+        self.last_run = {"job": job, "status": status, "run": s.run_id, "at": s.at}
         log.info(
             "run_finished",
             run_id=run_uid,
             job=job,
-            run=s.get("run_id"),
+            run=s.run_id,
             status=status,
-            people_pulled=s.get("people_pulled"),
-            handed_off=s.get("handed_off"),
-            kept_in_nurture=s.get("kept_in_nurture"),
-            tasks_created=s.get("tasks_created"),
-            api_calls=s.get("api_calls"),
-            errors=len(s.get("errors", [])),
+            people_pulled=s.people_pulled,
+            handed_off=s.handed_off,
+            kept_in_nurture=s.kept_in_nurture,
+            tasks_created=s.tasks_created,
+            api_calls=s.api_calls,
+            errors=len(s.errors),
         )
         return status
 

@@ -17,6 +17,7 @@ from sync.metrics import Metrics, MetricsServer
 from sync.report import print_status, status_data
 from sync.schedule import load_schedule, rep_zones
 from sync.settings import Settings
+from sync.summary import CycleSummary
 from sync.wiring import open_state
 from sync.worker import LEASE, Worker
 
@@ -137,8 +138,9 @@ SUMMARY = {
 
 def test_metrics_and_health_over_http():
     metrics = Metrics()
-    metrics.observe(SUMMARY, "sync", "partial", 1.5)
-    metrics.observe(SUMMARY, "sync", "partial", 1.5)
+    summary = CycleSummary.from_json(SUMMARY)  # as a run stored it, keys missing included
+    metrics.observe(summary, "sync", "partial", 1.5)
+    metrics.observe(summary, "sync", "partial", 1.5)
     server = MetricsServer(metrics, lambda: (True, {"status": "ok"}), "127.0.0.1", 0).start()
     try:
         base = f"http://127.0.0.1:{server.port}"
