@@ -7,21 +7,10 @@ prints with the file's line numbers like any other validation error.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
+from crm_handoff.schema import CrmSchema
 from mappings.models import MappingSet
 
 Problem = tuple[str, tuple[str | int, ...], str]
-
-
-@dataclass(frozen=True)
-class CrmSchema:
-    """What a CRM has: fields per object, picklist values per field, people by email."""
-
-    crm: str
-    fields: dict[str, set[str]] = field(default_factory=dict)  # object -> field names
-    options: dict[str, set[str]] = field(default_factory=dict)  # "object.field" -> values
-    active_people: set[str] = field(default_factory=set)  # emails of active owners/users
 
 
 def _values(schema: CrmSchema, key: str, value: str, file: str, loc: tuple[str | int, ...]) -> list[Problem]:

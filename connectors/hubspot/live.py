@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from connectors.hubspot.connector import HANDOFF_FIELDS, HubSpotConnector
-from mappings.live import CrmSchema
+from crm_handoff.schema import CrmSchema
 
 PICKLISTS = ("lifecyclestage", "hs_lead_status")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from connectors.salesforce.connector import REQUIRED_FIELDS, SalesforceConnector
-from mappings.live import CrmSchema
+from crm_handoff.schema import CrmSchema
 
 PICKLISTS = {"Lead": ("Status",), "Opportunity": ("StageName",), "Task": ("Status", "Priority")}
 
