@@ -136,3 +136,8 @@ class Connector(Protocol):
         """Close tasks with a note appended, idempotently (a closed task: success, nothing
         written); one result per item, keyed by task id."""
         ...
+
+    def install(self) -> list[str]:
+        """Create crm-handoff's fields in the CRM where missing (idempotent); returns what
+        was done or found, a line each (``handoff install``)."""
+        ...

@@ -30,15 +30,27 @@ from crm_handoff.records import (
     Person,
     PersonCreate,
     PersonUpdate,
+    TaskClose,
     TaskRequest,
+    TaskState,
+    Touch,
     WriteResult,
 )
 
 #: ``Connector`` methods that write to the CRM: each batch they send is fenced.
-WRITES = frozenset({"write_tasks", "update_people", "create_people"})
+WRITES = frozenset({"write_tasks", "update_people", "create_people", "close_tasks", "install"})
 #: ``Connector`` methods that only read: passed through.
 READS = frozenset(
-    {"pull_owners", "pull_people", "pull_activities", "activities_for", "find_tasks", "open_work"}
+    {
+        "pull_owners",
+        "pull_people",
+        "pull_activities",
+        "activities_for",
+        "find_tasks",
+        "open_work",
+        "read_tasks",
+        "touches",
+    }
 )
 
 Check = Callable[[str], None]
@@ -83,6 +95,12 @@ class FencedConnector:
     def open_work(self, wanted: Mapping[str, OpenWork]) -> dict[str, int]:
         return self.inner.open_work(wanted)
 
+    def read_tasks(self, task_ids: Sequence[str]) -> list[TaskState]:
+        return self.inner.read_tasks(task_ids)
+
+    def touches(self, person_ids: Sequence[str], since: datetime) -> Iterator[Touch]:
+        return self.inner.touches(person_ids, since)
+
     # --- writes ---------------------------------------------------------------------
     def write_tasks(self, tasks: Sequence[TaskRequest]) -> list[WriteResult]:
         return self._fenced("task write", self.inner.write_tasks, tasks)
@@ -92,6 +110,13 @@ class FencedConnector:
 
     def create_people(self, people: Sequence[PersonCreate]) -> list[WriteResult]:
         return self._fenced("people create", self.inner.create_people, people)
+
+    def close_tasks(self, items: Sequence[TaskClose]) -> list[WriteResult]:
+        return self._fenced("task close", self.inner.close_tasks, items)
+
+    def install(self) -> list[str]:
+        self.check(f"{_LABELS.get(self.name, self.name)} install")
+        return self.inner.install()
 
     def _fenced(
         self, what: str, write: Callable[[Sequence[T]], list[WriteResult]], items: Sequence[T]

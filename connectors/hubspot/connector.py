@@ -651,6 +651,10 @@ class HubSpotConnector:
         return outcomes.close_tasks(self, items)
 
     # --- open work (capacity) -------------------------------------------------
+    def install(self) -> list[str]:
+        """Create crm-handoff's fields where missing (``install`` below)."""
+        return install(self)
+
     def open_work(self, wanted: Mapping[str, OpenWork]) -> dict[str, int]:
         """Open tasks per owner: not completed, not crm-handoff's, of the wanted types.
 

@@ -758,6 +758,10 @@ class SalesforceConnector:
         return outcomes.close_tasks(self, items)
 
     # --- open work (capacity) -------------------------------------------------
+    def install(self) -> list[str]:
+        """Create crm-handoff's fields where missing (``install`` below)."""
+        return install(self)
+
     def open_work(self, wanted: Mapping[str, OpenWork]) -> dict[str, int]:
         """Open Tasks (by ``Type``) and unconverted Leads (by ``Status``) per owner.
 

@@ -3,6 +3,7 @@ that exist, run the real entrypoint, and name only settings crm-handoff has."""
 
 from __future__ import annotations
 
+import importlib
 import re
 import tomllib
 from pathlib import Path
@@ -37,7 +38,9 @@ def compose() -> dict:
 
 def test_console_script_and_run_command_are_real():
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["handoff"] == "sync.cli:main"
+    assert scripts["handoff"] == "crm_handoff.launch:main"  # checks the install, then runs sync.cli
+    module, func = scripts["handoff"].split(":")
+    assert callable(getattr(importlib.import_module(module), func))
     assert _parser().parse_args(["run"]).command == "run"
 
 

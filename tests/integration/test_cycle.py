@@ -207,12 +207,12 @@ def test_a_stop_request_ends_the_cycle_at_a_checkpoint_and_the_next_continues(cr
         first = run_cycle(
             build_engine(settings, mapping, state), datetime.now(UTC), should_stop=stop_after_first_chunk
         )
-        assert first.summary["stopped"].startswith("stopped: the worker is shutting down")
+        assert first.summary.stopped.startswith("stopped: the worker is shutting down")
         assert first.exit_code == 1 and len(asked) == 1
-        hs_first = first.summary["people_pulled"]["hubspot"]
+        hs_first = first.summary.people_pulled["hubspot"]
         assert 0 < hs_first < 2_500
         second = run_cycle(build_engine(settings, mapping, state), datetime.now(UTC))
     finally:
         state.close()
-    assert second.summary["stopped"] is None
-    assert hs_first + second.summary["people_pulled"]["hubspot"] == 2_500  # continued, nothing re-read
+    assert second.summary.stopped is None
+    assert hs_first + second.summary.people_pulled["hubspot"] == 2_500  # continued, nothing re-read
