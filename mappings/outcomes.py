@@ -89,14 +89,14 @@ class Outcomes(_Frozen):
     @classmethod
     def _unique(cls, choices: tuple[OutcomeChoice, ...]) -> tuple[OutcomeChoice, ...]:
         errors: list[Any] = []
+        reported: set[int] = set()  # a repeated value is not reported again as a repeated label
         for field in ("value", "display"):
             seen: dict[str, int] = {}
             for i, choice in enumerate(choices):
                 text = getattr(choice, field)
-                if text.lower() in seen:
-                    errors.append(
-                        _duplicate(i, "value" if field == "value" else "label", text, seen[text.lower()])
-                    )
+                if text.lower() in seen and i not in reported:
+                    reported.add(i)
+                    errors.append(_duplicate(i, field.replace("display", "label"), text, seen[text.lower()]))
                 seen.setdefault(text.lower(), i)
         if errors:
             raise ValidationError.from_exception_data("choices", errors)
