@@ -20,6 +20,7 @@ from mappings.context import rep_view
 from mappings.models import Rep
 from sync import queue
 from sync.brief import Brief, build_brief
+from sync.calendar import available
 from sync.context import PLAN_BATCH, CycleContext, HandoffPlan, NurtureItem, PlannedHandoff
 from sync.engine import Engine
 from sync.evaluate import episode, load_profiles
@@ -89,12 +90,17 @@ def plan(engine: Engine, ctx: CycleContext, summary: HandoffPlan) -> Iterator[Pl
 
 
 def available_reps(engine: Engine, ctx: CycleContext) -> tuple[list[Rep], dict[str, str]]:
-    """Reps who can receive tasks now, and why the others cannot."""
+    """Reps who can receive tasks now, and why the others cannot: inactive, outside their
+    working hours, out of office or on a holiday (``reps.yaml availability``), or without
+    an active user in a CRM their tasks go to."""
     ok: list[Rep] = []
     missing: dict[str, str] = {}
     for rep in engine.mapping.reps.reps:
         if not rep.active:
             missing[rep.email] = "inactive in reps.yaml"
+            continue
+        if not available(engine.mapping.reps.schedule_for(rep), ctx.now):
+            missing[rep.email] = "not available now (working hours, out of office or a holiday in reps.yaml)"
             continue
         gaps = [crm for crm in engine.task_crms(rep) if rep.email not in ctx.owner_ids(crm)]
         if gaps:
