@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
+from sync.state import StateStore
 from sync.summary import (
     CallSplit,
     CycleSummary,
@@ -12,6 +14,16 @@ from sync.summary import (
     RecordError,
     RepCapacity,
     RunSummary,
+)
+from tests.integration.conftest import (  # noqa: F401  (crms: both sandboxes, a fixture)
+    add_lead,
+    add_ready_contact,
+    add_rep_users,
+    crms,
+    mapping_dir,
+    rep,
+    run_cli,
+    sync_json,
 )
 
 FULL = CycleSummary(
@@ -72,3 +84,47 @@ def test_a_failed_run_carries_only_its_error():
     assert RunSummary.from_json(None).cycle is None
     annotated = RunSummary.from_json({**FULL.to_json(), "job": "sync", "worker": "w1"})
     assert annotated.cycle == FULL and annotated.worker == "w1"
+
+
+def test_a_real_cycles_summary_round_trips_and_its_run_reads_back(crms, monkeypatch, tmp_path):  # noqa: F811
+    """The summary of a real cycle against both sandboxes: what ``--json`` printed, what the run
+    stored and what the typed value writes back are one and the same; a failed run beside it
+    reads as its error in ``handoff status``."""
+    add_rep_users(crms, "dana@northwind.example")
+    cfg = mapping_dir(tmp_path, reps=[rep("dana@northwind.example", "hubspot", 40, 20)])
+    for i in range(3):  # dana has room for 2: one is kept in nurture on rep capacity
+        add_ready_contact(crms, i, extra_events=1)
+    add_lead(crms, 9)
+
+    code, printed = sync_json(crms, monkeypatch, cfg)
+    assert code == 0, printed["errors"]
+
+    summary = CycleSummary.from_json(printed)
+    assert json.loads(json.dumps(summary.to_json())) == printed
+    assert list(summary.to_json()) == list(FULL.to_json())  # every key, in the order it is written
+    assert summary.handed_off == 2 and summary.kept_in_nurture == 1
+    assert summary.people_pulled == {"hubspot": 3, "salesforce": 1}
+    assert summary.capacity_per_rep["dana@northwind.example"] == RepCapacity(2, 0, 2, 0)
+    assert all(isinstance(h, HandoffSummary) for h in summary.plan) and len(summary.plan) == 2
+    assert {c: s.pull + s.write for c, s in summary.api_calls_split.items()} == summary.api_calls
+
+    state = StateStore(crms.env["HANDOFF_STATE_URL"])
+    try:
+        (run,) = state.recent_runs(1)
+        assert run["summary"] == printed
+        assert RunSummary.from_json(run["summary"]).cycle == summary
+        failed = state.start_run(datetime.now(UTC))
+        state.finish_run(failed, "failed", {"error": "hubspot: HTTP 500"}, datetime.now(UTC))
+    finally:
+        state.close()
+
+    code, out, _ = run_cli(crms, monkeypatch, "status", "--json")
+    last, first = json.loads(out)["runs"][:2]
+    assert (last["status"], last["reason"], last["handed_off"], last["errors"]) == (
+        "failed",
+        "hubspot: HTTP 500",
+        None,
+        0,
+    )
+    assert (first["id"], first["handed_off"], first["kept_in_nurture"]) == (printed["run_id"], 2, 1)
+    assert first["api_calls"] == printed["api_calls"]
