@@ -137,7 +137,8 @@ class Connector(Protocol):
         written); one result per item, keyed by task id."""
         ...
 
-    def install(self) -> list[str]:
-        """Create crm-handoff's fields in the CRM where missing (idempotent); returns what
-        was done or found, a line each (``handoff install``)."""
+    def install(self, outcomes: Sequence[tuple[str, str]] = ()) -> list[str]:
+        """Create crm-handoff's fields in the CRM where missing (idempotent), with the outcome
+        picklist on tasks holding ``outcomes`` ((value, label) each; none: no picklist);
+        returns what was done or found, a line each (``handoff install``)."""
         ...

@@ -264,7 +264,7 @@ def cmd_install(args: argparse.Namespace, settings: Settings) -> int:
     from sync.wiring import build_connectors
 
     mapping = load_mappings(settings.handoff_config)
-    report = install(build_connectors(settings, mapping))
+    report = install(build_connectors(settings, mapping), mapping)
     if args.json:
         print(json.dumps(report, sort_keys=True))
     else:

@@ -114,9 +114,9 @@ class FencedConnector:
     def close_tasks(self, items: Sequence[TaskClose]) -> list[WriteResult]:
         return self._fenced("task close", self.inner.close_tasks, items)
 
-    def install(self) -> list[str]:
+    def install(self, outcomes: Sequence[tuple[str, str]] = ()) -> list[str]:
         self.check(f"{_LABELS.get(self.name, self.name)} install")
-        return self.inner.install()
+        return self.inner.install(outcomes)
 
     def _fenced(
         self, what: str, write: Callable[[Sequence[T]], list[WriteResult]], items: Sequence[T]

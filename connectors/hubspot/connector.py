@@ -651,9 +651,12 @@ class HubSpotConnector:
         return outcomes.close_tasks(self, items)
 
     # --- open work (capacity) -------------------------------------------------
-    def install(self) -> list[str]:
-        """Create crm-handoff's fields where missing (``install`` below)."""
-        return install(self)
+    def install(self, outcomes: Sequence[tuple[str, str]] = ()) -> list[str]:
+        """Create crm-handoff's fields where missing (``install`` below), and the outcome
+        picklist on tasks when ``outcomes`` are given."""
+        from connectors.hubspot.outcomes import install_outcomes  # the outcome code imports this module
+
+        return install(self) + (install_outcomes(self, outcomes) if outcomes else [])
 
     def open_work(self, wanted: Mapping[str, OpenWork]) -> dict[str, int]:
         """Open tasks per owner: not completed, not crm-handoff's, of the wanted types.

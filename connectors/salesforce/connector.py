@@ -758,9 +758,12 @@ class SalesforceConnector:
         return outcomes.close_tasks(self, items)
 
     # --- open work (capacity) -------------------------------------------------
-    def install(self) -> list[str]:
-        """Create crm-handoff's fields where missing (``install`` below)."""
-        return install(self)
+    def install(self, outcomes: Sequence[tuple[str, str]] = ()) -> list[str]:
+        """Create crm-handoff's fields where missing (``install`` below), and the outcome
+        picklist on tasks when ``outcomes`` are given."""
+        from connectors.salesforce.outcomes import install_outcomes  # the outcome code imports this module
+
+        return install(self) + (install_outcomes(self, outcomes) if outcomes else [])
 
     def open_work(self, wanted: Mapping[str, OpenWork]) -> dict[str, int]:
         """Open Tasks (by ``Type``) and unconverted Leads (by ``Status``) per owner.

@@ -17,6 +17,7 @@ from connectors.hubspot.connector import GROUP, INSTALL_PROPERTIES
 from connectors.hubspot.sandbox import HubSpotSandbox, HubSpotStore
 from connectors.salesforce.connector import REQUIRED_FIELDS
 from connectors.salesforce.sandbox import SalesforceSandbox, SalesforceStore
+from mappings.loader import default_dir, load_mappings
 from sync.cli import main
 
 HS_PROPS = [(obj, name) for obj, props in INSTALL_PROPERTIES.items() for name, *_ in props]
@@ -84,7 +85,14 @@ def test_install_creates_everything_once_and_says_so(crms: tuple[HubSpotSandbox,
     for obj, name in SF_FIELDS:
         assert any(line.startswith(f"salesforce: {obj}.{name} created; ") for line in lines), out
         assert name in sf_fields(sf, obj)
-    assert len(lines) == len(INSTALL_PROPERTIES) + len(HS_PROPS) + len(SF_FIELDS)
+    # the outcome picklist on tasks, with the shipped handoff.yaml's outcome choices
+    choices = load_mappings(default_dir()).handoff.outcomes.choices
+    assert f"hubspot: created tasks.crm_handoff_outcome with {len(choices)} values" in lines
+    assert any(
+        line.startswith(f"salesforce: Task.Handoff_Outcome__c created with {len(choices)} values")
+        for line in lines
+    )
+    assert len(lines) == len(INSTALL_PROPERTIES) + len(HS_PROPS) + len(SF_FIELDS) + 2
     assert "Traceback" not in err and hs.token not in out + err and sf.token not in out + err
 
     calls_before = dict(sf.calls)
@@ -95,6 +103,7 @@ def test_install_creates_everything_once_and_says_so(crms: tuple[HubSpotSandbox,
     assert sorted(lines) == sorted(
         [f"hubspot: {obj}.{name} already exists" for obj, name in HS_PROPS]
         + [f"salesforce: {obj}.{name} present" for obj, name in SF_FIELDS]
+        + ["hubspot: tasks.crm_handoff_outcome already exists", "salesforce: Task.Handoff_Outcome__c present"]
     )
     assert (
         sf.calls["POST /services/Soap/m/{version}"] == calls_before["POST /services/Soap/m/{version}"]
@@ -107,4 +116,4 @@ def test_install_json_reports_per_crm(crms: tuple[HubSpotSandbox, SalesforceSand
     report = json.loads(out)
     assert set(report) == {"hubspot", "salesforce"}
     assert "created contacts.crm_handoff_status" in report["hubspot"]
-    assert len(report["salesforce"]) == len(SF_FIELDS)
+    assert len(report["salesforce"]) == len(SF_FIELDS) + 1  # and the outcome picklist
