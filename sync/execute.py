@@ -26,7 +26,7 @@ from typing import Any
 
 from crm_handoff.records import Person
 from sync import queue
-from sync.context import CycleContext, PlannedHandoff, record_error
+from sync.context import PLAN_BATCH, CycleContext, PlannedHandoff, record_error
 from sync.engine import Engine
 from sync.evaluate import Evaluation, entered, load_profiles
 from sync.items import QueueItem
@@ -45,6 +45,8 @@ from sync.writes import (
     stage_values,
 )
 
+NURTURE_FLUSH = 5000  # nurture writes gathered before whole pages of them are sent
+
 
 @dataclass
 class _Pending:
@@ -54,6 +56,7 @@ class _Pending:
     handoffs: dict[str, PlannedHandoff] = field(default_factory=dict)
     done: set[str] = field(default_factory=set)
     written: list[tuple[str, str, str]] = field(default_factory=list)  # to confirm once finished
+    finished: list[PlannedHandoff] = field(default_factory=list)  # tasks written, people not yet
 
 
 class Executor:
@@ -64,6 +67,8 @@ class Executor:
         self.ctx = ctx
         self.state = engine.state
         self._pending = _Pending()
+        self._nurture = Writes()  # nurture statuses gathered until a whole page per CRM
+        self._shown: list[tuple[QueueItem, set[tuple[str, str, str]]]] = []  # and whose they are
 
     # --- field writes ----------------------------------------------------------
     def updates(self, evaluation: Evaluation) -> None:
@@ -143,18 +148,23 @@ class Executor:
         pending.entries = [e for e in pending.entries if (e.key, e.crm) not in sent]
         pending.done |= write_tasks(engine, ctx, now, set(), pending.written)
         waiting = {e.key for e in pending.entries}
-        finished = [h for k, h in pending.handoffs.items() if k not in waiting]
-        for h in finished:
+        for h in [h for k, h in pending.handoffs.items() if k not in waiting]:
             del pending.handoffs[h.key]
+            pending.finished.append(h)
+        if len(pending.finished) < PLAN_BATCH and not last:
+            return  # their people's writes go out together: whole pages, as the tasks did
+        finished, pending.finished = pending.finished, []
         handed = sorted({h.profile.key for h in finished if h.key in pending.done})
         ended = {h.key for h in finished}
         self._complete(finished, pending.done, handed, [w for w in pending.written if w[0] in ended])
         pending.written = [w for w in pending.written if w[0] not in ended]
 
     def finish(self) -> None:
-        """The tasks still waiting for a full page are written now."""
-        if self._pending.entries or self._pending.handoffs:
+        """The tasks and nurture statuses still waiting for a full page are written now."""
+        if self._pending.entries or self._pending.handoffs or self._pending.finished:
             self.handoffs(PlanStep(), last=True)
+        if self._shown or self._nurture.values:
+            self._flush_nurture(everything=True)
 
     def _complete(
         self,
@@ -212,20 +222,43 @@ class Executor:
 
     # --- nurture ---------------------------------------------------------------
     def nurture(self, step: PlanStep) -> None:
-        """Deferred people stay in nurture, visibly: their waiting status written once."""
+        """Deferred people stay in nurture, visibly: their waiting status written once.
+
+        The writes gather across steps and go out in whole pages per CRM (``finish``
+        sends the rest), so reading the queue page by page costs no extra write call.
+        """
         if self.ctx.dry_run or not step.deferred:
             return
-        writes = Writes()
-        shown: list[QueueItem] = []
         for d in step.deferred:
             if d.item.status_written == _shown(d.reason):
                 continue
             if d.is_error:  # said once, when first set aside
                 self._set_aside_error(d)
-            self._nurture_writes(d, writes)
-            shown.append(d.item.with_status(_shown(d.reason), d.reason))
-        send(self.engine, self.ctx, writes)
-        self.state.mark_shown(shown)
+            before = set(self._nurture.values)
+            self._nurture_writes(d, self._nurture)
+            self._shown.append(
+                (d.item.with_status(_shown(d.reason), d.reason), set(self._nurture.values) - before)
+            )
+        if len(self._nurture.values) >= NURTURE_FLUSH:
+            self._flush_nurture(everything=False)
+
+    def _flush_nurture(self, everything: bool) -> None:
+        """Send the gathered nurture writes (only whole pages per CRM unless ``everything``);
+        the people all of whose writes went out are remembered as shown."""
+        now, keep = Writes(), Writes()
+        for crm, conn in self.engine.connectors.items():
+            keys = [k for k in self._nurture.values if k[0] == crm]
+            cut = len(keys) if everything else len(keys) - len(keys) % max(1, conn.task_page)
+            for i, k in enumerate(keys):
+                target = now if i < cut else keep
+                target.values[k] = self._nurture.values[k]
+                if k in self._nurture.clear_first:
+                    target.clear_first.add(k)
+        send(self.engine, self.ctx, now)
+        done = [item for item, keys in self._shown if not keys & set(keep.values)]
+        self._shown = [(item, keys) for item, keys in self._shown if keys & set(keep.values)]
+        self._nurture = keep
+        self.state.mark_shown(done)
 
     def prune(self) -> None:
         """Activity older than the longest behaviour window leaves the state."""
