@@ -140,13 +140,7 @@ class Executor:
         self.state.record_intents(entries, ctx.run_id)
         pending.entries += entries
         pending.handoffs.update({h.key: h for h in step.handoffs})
-        now: list[LedgerEntry] = []
-        for crm, conn in engine.connectors.items():
-            mine = [e for e in pending.entries if e.crm == crm]
-            now += mine if last else mine[: len(mine) - len(mine) % conn.task_page]
-        sent = {(e.key, e.crm) for e in now}
-        pending.entries = [e for e in pending.entries if (e.key, e.crm) not in sent]
-        pending.done |= write_tasks(engine, ctx, now, set(), pending.written)
+        pending.done |= write_tasks(engine, ctx, self._whole_pages(last), set(), pending.written)
         waiting = {e.key for e in pending.entries}
         for h in [h for k, h in pending.handoffs.items() if k not in waiting]:
             del pending.handoffs[h.key]
@@ -158,6 +152,17 @@ class Executor:
         ended = {h.key for h in finished}
         self._complete(finished, pending.done, handed, [w for w in pending.written if w[0] in ended])
         pending.written = [w for w in pending.written if w[0] not in ended]
+
+    def _whole_pages(self, last: bool) -> list[LedgerEntry]:
+        """The waiting intents that fill whole task pages per CRM (``last``: all of them),
+        taken off the waiting list."""
+        pending, now = self._pending, []
+        for crm, conn in self.engine.connectors.items():
+            mine = [e for e in pending.entries if e.crm == crm]
+            now += mine if last else mine[: len(mine) - len(mine) % conn.task_page]
+        sent = {(e.key, e.crm) for e in now}
+        pending.entries = [e for e in pending.entries if (e.key, e.crm) not in sent]
+        return now
 
     def finish(self) -> None:
         """The tasks and nurture statuses still waiting for a full page are written now."""
