@@ -96,6 +96,8 @@ def _parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="stage counts and conversion between stages")
     report.add_argument("--json", action="store_true")
+    report.add_argument("--html", metavar="FILE", help="write the report page (one self-contained HTML file)")
+    report.add_argument("--as-of", metavar="ISO", help="the time the report is as of (nurture ages)")
     report.add_argument("--config", **cfg)
 
     install = sub.add_parser("install", help="create the custom fields crm-handoff needs in the CRMs")
@@ -249,14 +251,30 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     where = recorded_state(settings)
     state = open_state(settings, read_only=True)
     try:
-        data = {"state": where, **report_data(state, mapping)}
+        data = {"state": where, **report_data(state, mapping, _now(args))}
     finally:
         state.close()
+    if args.html:
+        from sync.report_html import render_page
+
+        _write_page(Path(args.html), render_page(data))
     if args.json:
         print(json.dumps(data, default=str, sort_keys=True))
-    else:
+    elif not args.html:
         print_report(data)
     return EXIT_OK
+
+
+def _write_page(path: Path, page: str) -> None:
+    """Write the page whole or not at all (a temporary file beside it, then a rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(page, encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UsageError(f"--html {path}: cannot write the report page: {exc.strerror or exc}") from None
+    print(f"report page written to {path}", file=sys.stderr)
 
 
 def cmd_install(args: argparse.Namespace, settings: Settings) -> int:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 import textwrap
-from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
 from mappings.models import MappingSet
@@ -196,12 +196,30 @@ REACHED_BASIS = (
 )
 
 
-def report_data(state: StateStore, mapping: MappingSet) -> dict[str, Any]:
+#: The views the page will show once their data is recorded: what each waits for.
+PENDING = {
+    "outcomes": (
+        "leads worked, worked within the follow-up SLA, rejected (by reason) and reassigned, per rep, "
+        "and the time to first touch: these arrive with the closed-loop outcome work (task outcomes "
+        "read back into the state)."
+    ),
+    "content": (
+        "content recommended, used and never used: recommendations are written into each task's brief "
+        "but not yet recorded as data."
+    ),
+    "overflow": "how much nurture overflow was offered again: not yet recorded per run.",
+}
+
+
+def report_data(state: StateStore, mapping: MappingSet, now: datetime | None = None) -> dict[str, Any]:
     """Stage counts now, people with a recorded entry into each stage, conversion between
-    consecutive funnel stages (both from recorded entries only: ``REACHED_BASIS``)."""
-    funnel = list(mapping.lifecycle.funnel)
+    consecutive funnel stages (both from recorded entries only: ``REACHED_BASIS``), and
+    every figure of the report page (``sync.funnel``, aggregated in SQL)."""
+    from sync import funnel as figures
+
+    stages = list(mapping.lifecycle.funnel)
     entered = state.stage_entries()
-    pairs = list(itertools.pairwise(funnel))
+    pairs = list(itertools.pairwise(stages))
     both = state.stage_conversions(pairs)
     conversion = [
         {
@@ -209,20 +227,31 @@ def report_data(state: StateStore, mapping: MappingSet) -> dict[str, Any]:
             "to": b,
             "reached_from": entered.get(a, 0),
             "reached_to": both[(a, b)],
-            "rate": round(both[(a, b)] / entered[a], 4) if entered.get(a) else None,
+            "rate": figures.rate(both[(a, b)], entered.get(a, 0)),
         }
         for a, b in pairs
     ]
     current = state.current_stages()
-    per_rep = Counter(e.rep_email for e in state.ledger_entries() if e.status == "done")
+    with state.engine.connect() as conn:
+        per_rep = figures.handoffs_per_rep(conn)
+        in_queue = figures.queue_size(conn)
     return {
         "basis": REACHED_BASIS,
         "current": {s: current.get(s, 0) for s in mapping.lifecycle.all_stages},
         "reached": {s: entered.get(s, 0) for s in mapping.lifecycle.all_stages},
         "conversion": conversion,
-        "handoffs_per_rep": dict(per_rep),
-        "in_nurture_queue": len(state.queued()),
+        "handoffs_per_rep": per_rep,
+        "in_nurture_queue": in_queue,
+        **figures.figures(state.engine, mapping, now or datetime.now(UTC)),
+        "pending": PENDING,
     }
+
+
+def report_page(state: StateStore, mapping: MappingSet, now: datetime | None = None, where: str = "") -> str:
+    """The report page (``handoff report --html``, the worker's ``/report``)."""
+    from sync.report_html import render_page
+
+    return render_page({"state": where, **report_data(state, mapping, now)})
 
 
 def print_report(d: dict[str, Any]) -> None:
