@@ -69,6 +69,17 @@ def _base(rows: list[dict[str, Any]], *filters: str) -> alt.Chart:
     return chart
 
 
+def _domain(values: list[str]) -> alt.Scale:
+    """A color scale over fixed values: the same colors under any filter, and a legend even
+    when a filter leaves no rows (an empty domain draws a legend of infinite size)."""
+    return alt.Scale(domain=values)
+
+
+def reps_of(d: Mapping[str, Any]) -> list[str]:
+    """The reps of the mapping and of the ledger (someone since removed from reps.yaml)."""
+    return sorted({r["rep"] for r in d["reps"]} | {r["rep"] for r in d["rep_weeks"]})
+
+
 def _funnel_now(rows: list[dict[str, Any]], d: Mapping[str, Any]) -> Spec:
     return (
         _base(rows, BY_CRM)
@@ -89,7 +100,7 @@ def _funnel_weekly(rows: list[dict[str, Any]], d: Mapping[str, Any]) -> Spec:
         .encode(
             x=alt.X("week:T", title="week"),
             y=alt.Y("sum(entered):Q", title="people entering"),
-            color=alt.Color("stage:N", sort=list(d["funnel"]), title="stage"),
+            color=alt.Color("stage:N", scale=_domain(list(d["current"])), title="stage"),
             tooltip=["week:T", "stage:N", alt.Tooltip("sum(entered):Q", title="entered")],
         )
     )
@@ -110,7 +121,7 @@ def _cohorts(rows: list[dict[str, Any]], d: Mapping[str, Any]) -> Spec:
         .encode(
             x=alt.X("week:T", title=f"week they became {start}"),
             y=alt.Y("rate:Q", axis=alt.Axis(format="%"), title="reached"),
-            color=alt.Color("stage:N", sort=later, title="then reached"),
+            color=alt.Color("stage:N", scale=_domain(later), title="then reached"),
             tooltip=["week:T", "stage:N", "reached:Q", alt.Tooltip("rate:Q", format=".1%")],
         )
     )
@@ -127,7 +138,7 @@ def _time_in_stage(rows: list[dict[str, Any]], d: Mapping[str, Any]) -> Spec:
             y=alt.Y("step:N", title=None, sort=[f"{a} -> {b}" for a, b in itertools.pairwise(d["funnel"])]),
             yOffset="measure:N",
             x=alt.X("days:Q", title="days in stage"),
-            color=alt.Color("measure:N", title=None),
+            color=alt.Color("measure:N", scale=_domain(["median_hours", "p90_hours"]), title=None),
             tooltip=["step:N", "measure:N", alt.Tooltip("days:Q", format=".2f"), "people:Q"],
         )
     )
@@ -161,7 +172,7 @@ def _capacity(rows: list[dict[str, Any]], d: Mapping[str, Any]) -> Spec:
         x=alt.X("week:O", title="week", timeUnit="yearmonthdate"),
         xOffset="rep:N",
         y=alt.Y("assigned:Q", title="handoffs"),
-        color=alt.Color("rep:N", title="rep"),
+        color=alt.Color("rep:N", scale=_domain(reps_of(d)), title="rep"),
         tooltip=["week:T", "rep:N", "assigned:Q", "handed_off:Q", "weekly_capacity:Q"],
     )
     ticks = base.mark_tick(thickness=3, color="#222").encode(
@@ -204,7 +215,7 @@ def _payoff_monthly(rows: list[dict[str, Any]], d: Mapping[str, Any]) -> Spec:
             x=alt.X("month:O", title="month"),
             xOffset="measure:N",
             y=alt.Y("sum(people):Q", title="people"),
-            color=alt.Color("measure:N", title=None),
+            color=alt.Color("measure:N", scale=_domain(["mql", "sales_ready"]), title=None),
             tooltip=["month:O", "measure:N", alt.Tooltip("sum(people):Q", title="people")],
         )
     )
@@ -226,7 +237,7 @@ def _payoff_by_rep(rows: list[dict[str, Any]], d: Mapping[str, Any]) -> Spec:
                 title="of handed-off leads",
                 scale=alt.Scale(domain=[0, 1]),
             ),
-            color=alt.Color("stage:N", sort=later, title="then reached"),
+            color=alt.Color("stage:N", scale=_domain(later), title="then reached"),
             tooltip=["rep:N", "stage:N", "people:Q", "reached:Q", alt.Tooltip("rate:Q", format=".1%")],
         )
     )
@@ -376,7 +387,7 @@ def render_page(d: Mapping[str, Any]) -> str:
     """The whole page for ``report_data``'s figures ``d``."""
     env = SandboxedEnvironment(autoescape=True, trim_blocks=True, lstrip_blocks=True)
     env.filters["fmt"] = _fmt
-    reps = sorted({r["rep"] for r in d["reps"]} | {r["rep"] for r in d["rep_weeks"]})
+    reps = reps_of(d)
     first, last = _dates(d)
     return env.from_string(PAGE).render(
         d=d,

@@ -38,7 +38,7 @@ from crm_handoff.errors import CrmError, HandoffError
 from mappings.loader import load_mappings
 from sync import logs
 from sync.lease import LOST, Fence, Heartbeat, Leases, default_holder
-from sync.metrics import Metrics, MetricsServer
+from sync.metrics import Metrics
 from sync.schedule import Job, load_schedule
 from sync.settings import Settings
 from sync.state import StateStore
@@ -256,9 +256,16 @@ def serve(settings: Settings, state: StateStore, config: str | None = None) -> i
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, worker.stop)
     http = None
-    if settings.handoff_metrics_port:
-        http = MetricsServer(
-            worker.metrics, worker.health, settings.handoff_metrics_host, settings.handoff_metrics_port
+    if settings.handoff_metrics_port:  # /metrics, /healthz and /report (sync.report_http)
+        from sync.report import report_page
+        from sync.report_http import ReportServer
+
+        http = ReportServer(
+            lambda: report_page(state, mapping),
+            worker.metrics,
+            worker.health,
+            settings.handoff_metrics_host,
+            settings.handoff_metrics_port,
         ).start()
     worker.schedule(jobs)
     worker.scheduler.start()
