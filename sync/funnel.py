@@ -14,6 +14,7 @@ Dimensions every figure carries so the page can filter client-side:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -26,10 +27,8 @@ from sqlalchemy import (
     case,
     cast,
     func,
-    literal,
     or_,
     select,
-    union_all,
 )
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import Subquery
@@ -39,7 +38,8 @@ from sync.setaside import PREFIX as SET_ASIDE_PREFIX
 from sync.state import current_stage, identities, ledger, queue, runs, stage_history
 
 CRMS = ("hubspot", "salesforce")
-#: which person CRMs each CRM filter value keeps (percentiles cannot be merged client-side)
+#: which person CRMs each CRM filter value keeps (percentiles cannot be merged client-side,
+#: so time in stage is computed for each)
 CRM_SELECTIONS = {"all": None, "hubspot": ("hubspot", "both"), "salesforce": ("salesforce", "both")}
 #: nurture ages: (label, at least this many days waiting)
 AGE_BUCKETS = (("under 1 day", 0), ("1-3 days", 1), ("3-7 days", 3), ("1-2 weeks", 7), ("2-4 weeks", 14))
@@ -178,66 +178,83 @@ def cohorts(conn: Connection, funnel: Sequence[str], start: int) -> list[dict[st
     return out
 
 
-def _selections() -> Subquery:
-    """(sel, crm): which person CRMs each CRM filter value keeps, as a small literal table."""
-    pairs = [("all", c) for c in ("hubspot", "salesforce", "both", "unknown")]
-    pairs += [(sel, c) for sel, crms in CRM_SELECTIONS.items() if crms for c in crms]
-    return union_all(*(select(literal(s).label("sel"), literal(c).label("crm")) for s, c in pairs)).subquery(
-        "sel"
-    )
-
-
 def stage_durations(conn: Connection, funnel: Sequence[str]) -> list[dict[str, Any]]:
     """For each consecutive funnel pair (a, b) and CRM selection: how many people entered b
     at or after a, and the ranked durations the median and p90 need (``QUANTILES``: the two
     rows around each quantile's position, by window functions; no per-person rows)."""
     d = conn.dialect.name
-    p = _pivot(funnel)
-    durations = union_all(
-        *(
-            select(
-                literal(i).label("stage"),
-                _seconds(p.c[f"s{i}"], p.c[f"s{i + 1}"], d).label("secs"),
-                _crm_of(),
-            )
-            .select_from(p.outerjoin(identities, identities.c.person_key == p.c.person_key))
-            .where(p.c[f"s{i + 1}"] >= p.c[f"s{i}"])
-            for i in range(len(funnel) - 1)
-        )
-    ).subquery("dur")
-    sel = _selections()
-    part = (durations.c.stage, sel.c.sel)
-    ranked = (
+    a, b = stage_history.alias("a"), stage_history.alias("b")
+    pairs = list(itertools.pairwise(funnel))
+    durations = (
         select(
-            durations.c.stage,
-            sel.c.sel,
-            durations.c.secs,
-            func.row_number().over(partition_by=part, order_by=durations.c.secs).label("rn"),
-            func.count().over(partition_by=part).label("n"),
+            case(*((a.c.stage == x, i) for i, (x, _) in enumerate(pairs))).label("stage"),
+            _seconds(a.c.entered_at, b.c.entered_at, d).label("secs"),
+            _crm_of(),
         )
-        .select_from(durations.join(sel, sel.c.crm == durations.c.crm))
-        .subquery("ranked")
+        .select_from(  # one pass over the history, the next stage looked up by primary key
+            a.join(b, and_(b.c.person_key == a.c.person_key, b.c.entered_at >= a.c.entered_at)).outerjoin(
+                identities, identities.c.person_key == a.c.person_key
+            )
+        )
+        .where(or_(*(and_(a.c.stage == x, b.c.stage == y) for x, y in pairs)))
+        .subquery("dur")
     )
-    r = ranked.c
-    wanted = [((r.n - 1) * num) // den + k for num, den in QUANTILES.values() for k in (1, 2)]
-    q = select(r.stage, r.sel, r.rn, r.n, r.secs).where(or_(*(r.rn == w for w in wanted)))
-    ranks: dict[tuple[int, str], dict[str, Any]] = {}
-    for stage, selection, rn, n, secs in conn.execute(q):
-        slot = ranks.setdefault((int(stage), selection), {"n": int(n), "values": {}})
-        slot["values"][int(rn)] = float(secs)
+    ranks = _pg_quantiles(conn, durations) if d == "postgresql" else _ranked_quantiles(conn, durations)
     return [
-        {
-            "from": funnel[i],
-            "to": funnel[i + 1],
-            "crm": selection,
-            "people": slot["n"],
-            **{
-                f"{name}_hours": _hours(quantile(slot["values"], slot["n"], *pq))
-                for name, pq in QUANTILES.items()
-            },
-        }
-        for (i, selection), slot in sorted(ranks.items())
+        {"from": funnel[i], "to": funnel[i + 1], "crm": selection, "people": n, **figures}
+        for (i, selection), (n, figures) in sorted(ranks.items())
     ]
+
+
+def _in_selection(col: Any, selection: str) -> Any:
+    crms = CRM_SELECTIONS[selection]
+    return None if crms is None else col.in_(crms)
+
+
+def _pg_quantiles(conn: Connection, dur: Subquery) -> dict[tuple[int, str], tuple[int, dict[str, Any]]]:
+    """PostgreSQL: ``percentile_cont`` (linear between closest ranks) per stage, each CRM
+    selection a FILTER of one grouped pass."""
+    cols = []
+    for selection in CRM_SELECTIONS:
+        where = _in_selection(dur.c.crm, selection)
+        for agg in (
+            func.count(),
+            *(func.percentile_cont(n / d).within_group(dur.c.secs) for n, d in QUANTILES.values()),
+        ):
+            cols.append(agg if where is None else agg.filter(where))
+    out = {}
+    for stage, *values in conn.execute(select(dur.c.stage, *cols).group_by(dur.c.stage)):
+        for k, selection in enumerate(CRM_SELECTIONS):
+            n, *qs = values[k * (1 + len(QUANTILES)) : (k + 1) * (1 + len(QUANTILES))]
+            if n:
+                hours = {f"{name}_hours": _hours(float(q)) for name, q in zip(QUANTILES, qs, strict=True)}
+                out[(int(stage), selection)] = (int(n), hours)
+    return out
+
+
+def _ranked_quantiles(conn: Connection, dur: Subquery) -> dict[tuple[int, str], tuple[int, dict[str, Any]]]:
+    """SQLite (no percentile aggregate): per CRM selection, rank the durations in each stage
+    (window functions) and read only the two rows around each quantile's position."""
+    out = {}
+    for selection in CRM_SELECTIONS:
+        where = _in_selection(dur.c.crm, selection)
+        ranked_q = select(
+            dur.c.stage,
+            dur.c.secs,
+            func.row_number().over(partition_by=dur.c.stage, order_by=dur.c.secs).label("rn"),
+            func.count().over(partition_by=dur.c.stage).label("n"),
+        )
+        r = (ranked_q if where is None else ranked_q.where(where)).subquery("ranked").c
+        wanted = [((r.n - 1) * num) // den + k for num, den in QUANTILES.values() for k in (1, 2)]
+        ranks: dict[int, tuple[int, dict[int, float]]] = {}
+        for stage, rn, n, secs in conn.execute(
+            select(r.stage, r.rn, r.n, r.secs).where(or_(*(r.rn == w for w in wanted)))
+        ):
+            ranks.setdefault(int(stage), (int(n), {}))[1][int(rn)] = float(secs)
+        for stage, (n, values) in ranks.items():
+            hours = {f"{name}_hours": _hours(quantile(values, n, *pq)) for name, pq in QUANTILES.items()}
+            out[(stage, selection)] = (n, hours)
+    return out
 
 
 def rep_weeks(conn: Connection) -> list[dict[str, Any]]:
@@ -364,9 +381,9 @@ def _grouped(conn: Connection, month: Any, table: Any, person_key: Any, where: A
 def outcomes_after(conn: Connection, funnel: Sequence[str], cohort: int) -> dict[str, Any]:
     """Payoff: of the people handed off (overall and per rep), how many entered each stage
     after the cohort stage at or after their handoff; of the cohort never handed off, how
-    many entered them at or after the cohort entry (the comparison)."""
-    p = _pivot(funnel)
-    later = list(range(cohort + 1, len(funnel)))
+    many entered them at or after the cohort entry (the comparison). Each a pass over the
+    people in question, their later entries looked up by the history's primary key."""
+    later = list(funnel[cohort + 1 :])
     reps = (
         select(ledger.c.person_key, ledger.c.rep_email, func.min(ledger.c.planned_at).label("at"))
         .where(ledger.c.status == "done")
@@ -374,32 +391,37 @@ def outcomes_after(conn: Connection, funnel: Sequence[str], cohort: int) -> dict
         .subquery("r")
     )
     h = _handed()
+    after = stage_history.alias("after")
 
-    def counts(at: Any, source: Any, group: Any, where: Any) -> list[Any]:
-        cols = [func.count(), *(func.sum(case((p.c[f"s{i}"] >= at, 1), else_=0)) for i in later)]
+    def counts(people: Any, at: Any, group: Any = None) -> list[Any]:
+        key = people.c.person_key
+        source = people.outerjoin(
+            after, and_(after.c.person_key == key, after.c.stage.in_(later), after.c.entered_at >= at)
+        )
+        cols = [
+            func.count(func.distinct(key)),
+            *(func.count(func.distinct(case((after.c.stage == s, key)))) for s in later),
+        ]
         q = select(*([group] if group is not None else []), *cols).select_from(source)
-        if where is not None:
-            q = q.where(where)
-        if group is not None:
-            q = q.group_by(group)
-        return list(conn.execute(q))
+        return list(conn.execute(q if group is None else q.group_by(group)))
 
-    def shaped(n: Any, reached: Sequence[Any]) -> dict[str, Any]:
-        return {"people": int(n), **{funnel[i]: int(r or 0) for i, r in zip(later, reached, strict=True)}}
+    def shaped(row: Sequence[Any]) -> dict[str, Any]:
+        return {"people": int(row[0]), **{s: int(n or 0) for s, n in zip(later, row[1:], strict=True)}}
 
-    (all_row,) = counts(h.c.at, h.outerjoin(p, p.c.person_key == h.c.person_key), None, None)
-    by_rep = counts(reps.c.at, reps.outerjoin(p, p.c.person_key == reps.c.person_key), reps.c.rep_email, None)
-    first = p.c[f"s{cohort}"]
-    (control,) = counts(
-        first,
-        p.outerjoin(h, h.c.person_key == p.c.person_key),
-        None,
-        and_(first.is_not(None), h.c.person_key.is_(None)),
+    (everyone,) = counts(h, h.c.at)
+    by_rep = counts(reps, reps.c.at, reps.c.rep_email)
+    first = stage_history.alias("first")
+    cohort_people = (
+        select(first.c.person_key, first.c.entered_at)
+        .select_from(first.outerjoin(h, h.c.person_key == first.c.person_key))
+        .where(first.c.stage == funnel[cohort], h.c.person_key.is_(None))
+        .subquery("control")
     )
+    (control,) = counts(cohort_people, cohort_people.c.entered_at)
     return {
-        "handed_off": shaped(all_row[0], all_row[1:]),
-        "by_rep": sorted(({"rep": r[0], **shaped(r[1], r[2:])} for r in by_rep), key=lambda x: x["rep"]),
-        "not_handed_off": shaped(control[0], control[1:]),
+        "handed_off": shaped(everyone),
+        "by_rep": sorted(({"rep": r[0], **shaped(r[1:])} for r in by_rep), key=lambda x: x["rep"]),
+        "not_handed_off": shaped(control),
     }
 
 

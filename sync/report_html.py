@@ -337,14 +337,19 @@ TILES = (
 )
 
 
-def chart_specs(d: Mapping[str, Any], charts: Sequence[ChartDef] = CHARTS) -> dict[str, dict[str, Any]]:
-    """Each chart's Vega-Lite spec (a dict), with the filter params declared."""
+def chart_specs(
+    d: Mapping[str, Any], charts: Sequence[ChartDef] = CHARTS, validate: bool = True
+) -> dict[str, dict[str, Any]]:
+    """Each chart's Vega-Lite spec (a dict), with the filter params declared, checked against
+    the Vega-Lite schema unless ``validate`` is false."""
     params = [alt.param(name=name, value=value) for name, value in PARAMS.items()]
     out = {}
     for c in charts:
         spec = c.build(c.rows(d), d).add_params(*params).properties(width="container", height=260)
         spec = spec.configure(autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))
-        out[c.id] = spec.configure_legend(orient="bottom", columns=3).to_dict()  # phones: legend below
+        out[c.id] = spec.configure_legend(orient="bottom", columns=3).to_dict(
+            validate=validate
+        )  # phones: legend below
     return out
 
 
