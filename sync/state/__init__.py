@@ -21,6 +21,7 @@ from sync.state.history import (
 )
 from sync.state.ledger import LedgerStore
 from sync.state.mirror import MirrorStore
+from sync.state.outcomes import OPEN_STATES, OutcomeRow, OutcomeStore
 from sync.state.queueing import QueueStore
 from sync.state.rows import CONNECT_TIMEOUT, _connect_args, _utc, sqlite_url
 from sync.state.tables import (
@@ -41,7 +42,7 @@ from sync.state.tables import (
 from sync.state.types import Identity, LedgerEntry
 
 
-class StateStore(MirrorStore, ActivityStore, LedgerStore, QueueStore, RunStore):
+class StateStore(MirrorStore, ActivityStore, LedgerStore, OutcomeStore, QueueStore, RunStore):
     """Typed access to the state database."""
 
     def close(self) -> None:
@@ -53,10 +54,12 @@ class StateStore(MirrorStore, ActivityStore, LedgerStore, QueueStore, RunStore):
 __all__ = [
     "CONNECT_TIMEOUT",
     "INTERRUPTED",
+    "OPEN_STATES",
     "RUN_BEAT_SECONDS",
     "RUN_SILENT_SECONDS",
     "Identity",
     "LedgerEntry",
+    "OutcomeRow",
     "StateStore",
     "_connect_args",
     "_proc_stat",

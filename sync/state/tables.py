@@ -149,3 +149,27 @@ record_errors = Table(
     Column("resolved", Boolean, nullable=False, default=False),
     UniqueConstraint("run_id", "crm", "record", name="uq_record_error"),
 )
+
+
+outcomes = Table(  # what became of each handoff (key = the ledger's): ``sync.followup``
+    "outcomes",
+    metadata,
+    Column("key", String(80), primary_key=True),
+    Column("person_key", String(64), nullable=False, index=True),
+    Column("rep_email", String(320), nullable=False, index=True),
+    Column("assigned_at", DateTime(timezone=True), nullable=False),
+    Column("due_at", DateTime(timezone=True)),  # first touch due (business hours); None: no SLA
+    Column("state", String(16), nullable=False, index=True),  # open | acted | worked | rejected | ...
+    Column("sla", String(8), nullable=False),  # open | met | missed | none
+    Column("first_touch_at", DateTime(timezone=True)),
+    Column("first_touch_kind", String(20)),
+    Column("completed_at", DateTime(timezone=True)),
+    Column("outcome", String(40)),  # the rep's picklist value
+    Column("reason", Text),
+    Column("decided_at", DateTime(timezone=True)),
+    Column("reassignments", Integer, nullable=False, default=0),
+    Column("next_key", String(80)),  # the handoff this one was reassigned or rerouted to
+    Column("late", Text),  # what the rep did after the handoff had ended (kept, not acted on)
+    Column("written", Text),  # the HubSpot outcome properties last written (a JSON digest)
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
