@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from crm_handoff.errors import ConfigError
@@ -37,6 +37,8 @@ SECRETS = (
     "SALESFORCE_REFRESH_TOKEN",
     "HUBSPOT_CLIENT_SECRET",
     "HUBSPOT_REFRESH_TOKEN",
+    # webhooks
+    "HUBSPOT_WEBHOOK_CLIENT_SECRET",
 )
 
 
@@ -147,6 +149,7 @@ class Settings(BaseSettings):
         "salesforce_refresh_token",
         "hubspot_client_secret",
         "hubspot_refresh_token",
+        "hubspot_webhook_client_secret",
     )
     @classmethod
     def _token(cls, value: SecretStr | None) -> SecretStr | None:
@@ -219,6 +222,44 @@ class Settings(BaseSettings):
     handoff_stop_timeout_seconds: float = Field(20.0, gt=0, le=3_600)
     handoff_worker_id: str | None = Field(None, description="Lease holder name (default host:pid)")
 
+    # --- webhooks ---
+    hubspot_webhook_client_secret: SecretStr | None = Field(
+        None,
+        description="client secret of the app HubSpot signs deliveries with (default HUBSPOT_CLIENT_SECRET)",
+    )
+    hubspot_webhook_url: str | None = Field(
+        None,
+        description="the public URL HubSpot delivers webhooks to (the app's target URL); set: webhooks on",
+    )
+    handoff_webhook_delay_seconds: float = Field(
+        0.5, ge=0, le=60, description="a micro-cycle starts this long after a delivery (deliveries gather)"
+    )
+    handoff_webhook_poll_seconds: float = Field(
+        5.0, gt=0, le=3_600, description="how often the worker looks for deliveries another replica stored"
+    )
+
+    @field_validator("hubspot_webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if not value or not value.strip():
+            return None
+        if not (info.data.get("hubspot_webhook_client_secret") or info.data.get("hubspot_client_secret")):
+            raise ValueError(
+                "webhooks need the app's client secret to check signatures: "
+                "set HUBSPOT_WEBHOOK_CLIENT_SECRET (or HUBSPOT_CLIENT_SECRET)"
+            )
+        return check_webhook_url(value)
+
+    @property
+    def webhooks_enabled(self) -> bool:
+        """Whether the worker receives HubSpot webhooks (``HUBSPOT_WEBHOOK_URL`` set)."""
+        return bool(self.hubspot_webhook_url and self.webhook_secret())
+
+    def webhook_secret(self) -> str | None:
+        """The client secret deliveries are signed with."""
+        secret = self.hubspot_webhook_client_secret or self.hubspot_client_secret
+        return secret.get_secret_value() if secret else None
+
 
 def check_url(value: str) -> str:
     """An http(s) URL with a host and nothing after the path, without its trailing ``/``."""
@@ -233,6 +274,19 @@ def check_url(value: str) -> str:
     if parts.username or parts.password or parts.query or parts.fragment:
         raise ValueError("expected scheme://host[:port][/path], without credentials, query or fragment")
     return text.rstrip("/")
+
+
+def check_webhook_url(value: str) -> str:
+    """The public http(s) URL HubSpot delivers to, exactly as its signature covers it."""
+    text = value.strip()
+    parts = urlsplit(text)
+    if re.search(r"\s", text) or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            "expected the http(s) URL HubSpot calls, e.g. https://handoff.example.com/webhooks/hubspot"
+        )
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError("expected scheme://host[:port]/path, without credentials, query or fragment")
+    return text
 
 
 def parse_event_kinds(value: str) -> dict[str, str]:

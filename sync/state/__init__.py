@@ -40,9 +40,10 @@ from sync.state.tables import (
     watermarks,
 )
 from sync.state.types import Identity, LedgerEntry
+from sync.state.webhooks import WebhookStore
 
 
-class StateStore(MirrorStore, ActivityStore, LedgerStore, OutcomeStore, QueueStore, RunStore):
+class StateStore(MirrorStore, ActivityStore, LedgerStore, OutcomeStore, QueueStore, RunStore, WebhookStore):
     """Typed access to the state database."""
 
     def close(self) -> None:

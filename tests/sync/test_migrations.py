@@ -120,7 +120,9 @@ ALEMBIC_VERSION = (
     "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
     "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
 )
-LATER = {"leases": "0002", "people": "0003", "to_evaluate": "0005", "outcomes": "0006"}  # tables later revisions add
+LATER = {  # tables later revisions add
+    "leases": "0002", "people": "0003", "to_evaluate": "0005", "outcomes": "0006", "webhook_deliveries": "0007",
+}  # fmt: skip
 FIRST_TABLES = [t.name for t in metadata.sorted_tables if t.name not in LATER]
 
 
