@@ -3,5 +3,6 @@
 from connectors.hubspot.sandbox.app import HubSpotSandbox
 from connectors.hubspot.sandbox.faults import Faults
 from connectors.hubspot.sandbox.store import HubSpotError, HubSpotStore
+from connectors.hubspot.sandbox.webhooks import Subscription, WebhookSender
 
-__all__ = ["Faults", "HubSpotError", "HubSpotSandbox", "HubSpotStore"]
+__all__ = ["Faults", "HubSpotError", "HubSpotSandbox", "HubSpotStore", "Subscription", "WebhookSender"]

@@ -689,6 +689,19 @@ class _Plan:
     links: list[tuple[str, int, int]]
 
 
+@dataclass(frozen=True)
+class ContactChange:
+    """A change to a contact, as a webhook subscription sees it (``HubSpotStore.listeners``)."""
+
+    kind: str  # creation | propertyChange | deletion | merge
+    object_id: int
+    at: int  # epoch ms, the store clock
+    source: str  # HubSpot's changeSource: CRM_UI, API, FORM, MERGE...
+    property_name: str | None = None
+    property_value: str | None = None
+    merged_ids: tuple[int, ...] = ()
+
+
 # --------------------------------------------------------------------------- the store
 
 
@@ -708,8 +721,15 @@ class HubSpotStore:
         self._primary: dict[tuple[str, str], dict[int, int]] = {}
         self._events: list[tuple[int, int, str, str, int, dict[str, str]]] = []
         self._email_events: list[tuple[int, int, str, str, str, str | None]] = []
+        #: Called (under the lock: be quick) with every contact change, for webhooks.
+        self.listeners: list[Callable[[ContactChange], None]] = []
+        self._source = "CRM_UI"  # what a creation or deletion is attributed to (API in write_batch)
 
     # ----------------------------------------------------------------- helpers
+
+    def _emit(self, change: ContactChange) -> None:
+        for listener in list(self.listeners):
+            listener(change)
 
     def now_ms(self) -> int:
         """The store clock in epoch ms."""
@@ -851,6 +871,27 @@ class HubSpotStore:
         """A meeting logged or booked on a contact (``log_engagement``)."""
         return self.log_engagement("meetings", contact_id, owner_id, at, **kw)
 
+    def submit_form(self, contact_id: str, title: str = "Request a demo", at: datetime | None = None) -> str:
+        """The contact submits a HubSpot form: the form-submission event (``e_submitted_form``)
+        and the conversion properties HubSpot moves on the contact, source FORM
+        (``recent_conversion_date``, ``recent_conversion_event_name``, ``num_conversion_events``;
+        ``first_conversion_*`` the first time). Returns the event id."""
+        with self.lock:
+            when = at or self._clock()
+            event_id = self.add_event("e_submitted_form", contact_id, when, {"hs_title": title})
+            table = self.tables["contacts"]
+            rec = self._require(table, contact_id)
+            stamp = iso(to_ms(when))
+            props = {
+                "recent_conversion_date": stamp,
+                "recent_conversion_event_name": title,
+                "num_conversion_events": str(int(rec.props.get("num_conversion_events") or 0) + 1),
+            }
+            if not rec.props.get("first_conversion_date"):
+                props |= {"first_conversion_date": stamp, "first_conversion_event_name": title}
+            self._apply(table, rec, self._normalize(table, props, validate=False), to_ms(when), "FORM")
+            return event_id
+
     def add_object(
         self, object_type: str, properties: dict[str, str], created_at: datetime | None = None
     ) -> str:
@@ -895,7 +936,10 @@ class HubSpotStore:
         """Archive any object; it disappears from lists and search."""
         with self.lock:
             table = self.table(object_type)
-            table.archive(self._require(table, object_id), self.now_ms())
+            rec, now = self._require(table, object_id), self.now_ms()
+            table.archive(rec, now)
+            if self.listeners and table.name == "contacts":
+                self._emit(ContactChange("deletion", rec.id, now, self._source))
 
     def merge_contacts(self, primary_id: str, merged_id: str) -> JSON:
         """Merge ``merged_id`` into ``primary_id``: fill blanks, move associations, archive it."""
@@ -916,6 +960,8 @@ class HubSpotStore:
             table.merged_into[merged.id] = primary.id
             self._apply(table, primary, fill, now, "MERGE")
             self._move_associations("contacts", merged.id, primary.id)
+            if self.listeners:
+                self._emit(ContactChange("merge", primary.id, now, "CRM_UI", merged_ids=(merged.id,)))
             return table.render(primary)
 
     def add_event(
@@ -1145,6 +1191,8 @@ class HubSpotStore:
             props.setdefault("hs_task_completion_date", iso(at))
         rec = Record(self._new_id(), props, at)
         table.insert(rec)
+        if self.listeners and table.name == "contacts":
+            self._emit(ContactChange("creation", rec.id, at, self._source))
         return rec
 
     def _apply(
@@ -1157,7 +1205,16 @@ class HubSpotStore:
             changes = {**changes, **_deal_flags(changes["dealstage"])}
         if table.name == "tasks" and "hs_task_status" in changes:
             changes = {**changes, **_completion(rec, changes["hs_task_status"], at)}
+        moved = self._moving(table, rec, changes)
         table.set_values(rec, {sys.intern(k): v for k, v in changes.items()}, at, source)
+        for name in moved:
+            self._emit(ContactChange("propertyChange", rec.id, at, source, name, rec.props.get(name)))
+
+    def _moving(self, table: ObjectTable, rec: Record, changes: Mapping[str, str | None]) -> list[str]:
+        """The contact properties ``changes`` moves, when someone listens (webhooks)."""
+        if not self.listeners or table.name != "contacts":
+            return []
+        return [k for k, v in changes.items() if rec.props.get(k) != v]
 
     @staticmethod
     def _stage_dates(props: dict[str, str], at: int) -> dict[str, str]:
@@ -1336,7 +1393,11 @@ class HubSpotStore:
             if failures and not partial:
                 raise _batch_failure(failures)
             now = self.now_ms()
-            return [p if isinstance(p, WriteOutcome) else self._execute(table, p, now) for p in plans]
+            self._source = "API"
+            try:
+                return [p if isinstance(p, WriteOutcome) else self._execute(table, p, now) for p in plans]
+            finally:
+                self._source = "CRM_UI"
 
     def _check_defined(self, table: ObjectTable, inputs: Sequence[WriteInput], kind: str) -> None:
         missing = sorted({n for i in inputs for n in i.properties if n not in table.properties})
