@@ -29,6 +29,7 @@ from yaml.scanner import Scanner
 
 from crm_handoff.errors import ConfigError
 from mappings.context import sample_contexts
+from mappings.definitions import definition_problems
 from mappings.models import FILES, TEMPLATE_KEYS, MappingSet
 from mappings.outcomes import outcome_problems
 from mappings.templates import check_template
@@ -352,7 +353,8 @@ def load_mappings(config: Path | str | None = None) -> MappingSet:
     mapping.handoff._template_origin.update({key: (src.file, src.first_line(key)) for key in TEMPLATE_KEYS})
     problems = _cross_checks(mapping, sources) + _template_problems(mapping)
     problems += [
-        f"{_where(sources, n, loc)}: {_format_loc(loc)}: {msg}" for n, loc, msg in outcome_problems(mapping)
+        f"{_where(sources, n, loc)}: {_format_loc(loc)}: {msg}"
+        for n, loc, msg in [*outcome_problems(mapping), *definition_problems(mapping)]
     ]
     if problems:
         raise ConfigError(problems)

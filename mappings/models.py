@@ -8,9 +8,18 @@ from __future__ import annotations
 
 import math
 from enum import StrEnum
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from crm_handoff.records import ACTIVITY_KINDS
 from mappings.availability import Availability, Schedule, schedule
@@ -207,12 +216,125 @@ class ExcludeRule(FieldCondition):
     name: str
 
 
+_FIELD_TESTS = ("one_of", "contains_any", "ends_with_any", "min", "max", "present")
+_BEHAVIOUR_KEYS = ("at_least", "within_days", "title_contains_any")
+
+
+class Condition(Frozen):
+    """One condition of a definition; exactly one kind is given.
+
+    ``fit: NAME`` (a fit rule of this file holds), ``field:`` with one test (as a fit rule),
+    ``activity:`` with ``at_least`` / ``within_days`` (and optionally ``title_contains_any``:
+    only activities whose title contains one of these, any case), or ``score_at_least: N``
+    (``threshold``: the file's threshold).
+    """
+
+    fit: str | None = None
+    field: str | None = None
+    one_of: tuple[str, ...] | None = None
+    contains_any: tuple[str, ...] | None = None
+    ends_with_any: tuple[str, ...] | None = None
+    min: float | None = None
+    max: float | None = None
+    present: bool | None = None
+    activity: str | None = None
+    at_least: int | None = Field(None, ge=1)
+    within_days: int | None = Field(None, ge=1, le=3650)
+    title_contains_any: tuple[Annotated[str, Field(min_length=1)], ...] | None = Field(None, min_length=1)
+    score_at_least: int | Literal["threshold"] | None = None
+    _test: FieldCondition | None = PrivateAttr(None)
+
+    @field_validator("score_at_least", mode="before")
+    @classmethod
+    def _points(cls, value: Any) -> Any:
+        if value is None or value == "threshold":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"expected points (a whole number, 1 or more) or threshold; got {value!r}")
+        return value
+
+    @field_validator("activity")
+    @classmethod
+    def _known_kind(cls, value: str | None) -> str | None:
+        if value is not None and value not in ACTIVITY_KINDS:
+            raise ValueError(f"unknown activity {value!r}; expected one of {list(ACTIVITY_KINDS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Condition:
+        given = self._given(("fit", "field", "activity", "score_at_least"))
+        tests, behaviour = self._given(_FIELD_TESTS), self._given(_BEHAVIOUR_KEYS)
+        _kind_problem(
+            given, [("field", tests, "is a test on a field"), ("activity", behaviour, "counts activities")]
+        )
+        if self.activity is not None and self.within_days is None:
+            raise ValueError("an activity condition needs within_days (1 to 3650)")
+        if self.field is not None:
+            self._test = _field_test(self.field, {k: getattr(self, k) for k in tests})
+        return self
+
+    def _given(self, keys: tuple[str, ...]) -> list[str]:
+        return [k for k in keys if getattr(self, k) is not None]
+
+    @property
+    def test(self) -> FieldCondition | None:
+        """The field test of a ``field:`` condition."""
+        return self._test
+
+    @property
+    def count(self) -> int:
+        """Activities an ``activity:`` condition needs (``at_least``, default 1)."""
+        return self.at_least or 1
+
+
+def _kind_problem(given: list[str], extras: list[tuple[str, list[str], str]]) -> None:
+    """A ValueError unless exactly one kind is given, with only the keys that kind takes.
+
+    ``extras``: (kind, the keys given that only that kind takes, what those keys do).
+    """
+    for kind, keys, does in extras:
+        if keys and not given:
+            raise ValueError(f"{keys[0]} {does}; give {kind}: too")
+    if len(given) != 1:
+        raise ValueError(
+            "give exactly one kind of condition: fit (a fit rule's name), field (with one test), "
+            f"activity (with within_days) or score_at_least; got {', '.join(given) or 'none'}"
+        )
+    for kind, keys, does in extras:
+        if keys and given[0] != kind:
+            raise ValueError(f"{keys[0]} {does}, not {given[0]}")
+
+
+def _field_test(field: str, tests: dict[str, Any]) -> FieldCondition:
+    """The ``FieldCondition`` of a condition's field and tests (a one-line ValueError)."""
+    try:
+        return FieldCondition(field=field, **tests)
+    except ValidationError as exc:
+        raise ValueError(str(exc.errors()[0]["msg"]).removeprefix("Value error, ")) from None
+
+
+class Definition(Frozen):
+    """A named sales-ready definition: it holds when all of its conditions hold."""
+
+    name: str = Field(min_length=1)
+    all_of: tuple[Condition, ...]
+
+    @field_validator("all_of")
+    @classmethod
+    def _some(cls, conditions: tuple[Condition, ...]) -> tuple[Condition, ...]:
+        if not conditions:
+            raise ValueError("give at least one condition")
+        return conditions
+
+
 class SalesReady(Versioned):
     threshold: int = Field(ge=1)
     eligible_stages: tuple[str, ...] = ("lead", "mql", "nurture")
     required_fields: tuple[str, ...] = ()
     fit: tuple[FitRule, ...] = ()
     behaviour: tuple[BehaviourRule, ...] = ()
+    # named alternatives: sales-ready when any holds; none given: "score at least threshold"
+    definitions: tuple[Definition, ...] = ()
     exclude: tuple[ExcludeRule, ...] = ()
     # a lead its rep recycled or disqualified is handed off again only on behaviour after
     # that decision; or, this many days after it, on any behaviour (None: never)
@@ -220,7 +342,21 @@ class SalesReady(Versioned):
 
     @property
     def longest_window_days(self) -> int:
-        return max((r.within_days for r in self.behaviour), default=30)
+        windows = [r.within_days for r in self.behaviour]
+        windows += [c.within_days for d in self.definitions for c in d.all_of if c.within_days]
+        return max(windows, default=30)
+
+    @property
+    def effective_definitions(self) -> tuple[Definition, ...]:
+        """The definitions a person is decided by: the file's, else one "score at least threshold"."""
+        return self.definitions or _score_definition(self.threshold)
+
+
+@lru_cache(maxsize=64)
+def _score_definition(threshold: int) -> tuple[Definition, ...]:
+    """The one definition of a file without ``definitions``: today's threshold."""
+    score = Condition.model_validate({"score_at_least": threshold})
+    return (Definition(name=f"Score at least {threshold}", all_of=(score,)),)
 
 
 # --- reps --------------------------------------------------------------------
