@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 
 from connectors.base import Connector
 from crm_handoff.clock import Clock, utc_now
@@ -42,6 +43,9 @@ class Engine:
         self.lookback = lookback
         self.activity_lookback = activity_lookback
         self.clock = clock  # stamps watermarks and the owners cache
+        #: What started the cycle: the schedule (a full ingest) or webhook deliveries (a
+        #: micro-cycle: ingest reads just the contacts they name, ``sync.ingest``).
+        self.trigger: Literal["schedule", "webhooks"] = "schedule"
 
     @property
     def order(self) -> list[str]:

@@ -18,6 +18,13 @@ Entry point: ``batches(engine, ctx)``, an iterator of ``Batch``. In order:
 A persisted mark set, rather than re-scoring from in-memory sets, is what makes late
 activity and lapsing scores survive a crash, and gives webhooks and outcome polls a
 place to enter: they mark people, the next batches evaluate them.
+
+A micro-cycle (``webhook_batches``, the worker's ``webhooks`` job) ingests instead: owners
+(cached), HubSpot's account-wide activity since its watermark (no late re-read), then the
+contacts that stored webhook events name, read back from HubSpot by batch read (100 a
+call) rather than by the incremental search, each batch of events marked processed once its
+people are evaluated and written; then everyone marked, as above. The people pass of
+either CRM is left to the scheduled cycle.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from functools import partial
+from typing import TYPE_CHECKING
 
 import structlog
 from more_itertools import chunked
@@ -39,11 +47,15 @@ from sync.engine import Engine, same_record
 from sync.items import PassCheckpoint
 from sync.pulls import ActivityPull, Ahead, PeoplePull, chunks
 
+if TYPE_CHECKING:
+    from connectors.hubspot.connector import HubSpotConnector
+
 log = structlog.get_logger("handoff.ingest")
 
 LATE_EVERY = timedelta(hours=1)  # activity read by occurrence time: its late window, once an hour
 ACTIVITY_BATCH = 5000  # pulled activities saved together
 OWNERS_TTL = timedelta(hours=1)
+WEBHOOK_CRM = "hubspot"  # the CRM whose webhook deliveries a micro-cycle reads
 
 
 @dataclass(frozen=True)
@@ -55,7 +67,11 @@ class Batch:
 
 
 def batches(engine: Engine, ctx: CycleContext) -> Iterator[Batch]:
-    """Everything this cycle ingests, as batches of people to evaluate (see the module)."""
+    """Everything this cycle ingests, as batches of people to evaluate (see the module);
+    a micro-cycle (``engine.trigger == "webhooks"``): ``webhook_batches``."""
+    if engine.trigger == "webhooks":
+        yield from webhook_batches(engine, ctx)
+        return
     load_owners(engine, ctx)
     _open_pulls(engine, ctx)  # people pages are fetched while activity is pulled
     try:
@@ -306,6 +322,66 @@ def _forget_deleted(engine: Engine, ctx: CycleContext, gone: Sequence[Person]) -
     hs = [p.id for p in gone if p.crm == "hubspot"]
     sf = [p.id for p in gone if p.crm == "salesforce"]
     queue.drop(engine.state, ctx, [i.person_key for i in engine.state.identities_for(hs, sf, [])])
+
+
+# --- webhook deliveries (a micro-cycle) ------------------------------------------------
+
+
+def webhook_batches(engine: Engine, ctx: CycleContext) -> Iterator[Batch]:
+    """A micro-cycle's ingest: recent HubSpot activity, the contacts pending webhook events
+    name (read back from HubSpot), then the marked people (see the module)."""
+    load_owners(engine, ctx)
+    if WEBHOOK_CRM in engine.connectors:
+        _recent_activities(engine, ctx, WEBHOOK_CRM)
+        yield from _delivered(engine, ctx, WEBHOOK_CRM)
+    yield from _marked(engine, ctx)
+
+
+def _recent_activities(engine: Engine, ctx: CycleContext, crm: str) -> None:
+    """The CRM's account-wide activity since its watermark (minus the lookback), inline."""
+    window = ctx.now - timedelta(days=engine.window_days)
+    mark = _parse_ts(engine.state.watermark(crm, "activities"))
+    since = max(mark - engine.activity_lookback, window) if mark else window
+    pull = ActivityPull(crm, engine.clock())
+    pull.pages = engine.connectors[crm].pull_activities(since)
+    _finish_activities(engine, ctx, pull)
+
+
+def _delivered(engine: Engine, ctx: CycleContext, crm: str) -> Iterator[Batch]:
+    """The contacts named by events received before this cycle began, a batch of events at
+    a time, read fresh from the CRM; the events are processed once the batch is written."""
+    from connectors.hubspot.webhooks import read_contacts
+
+    conn = _hubspot(engine, crm)
+    window = ctx.now - timedelta(days=engine.window_days)
+    while pending := engine.state.pending_events(crm, ctx.now, CHUNK):
+        ids = sorted({p for e in pending for p in e.people})
+        people = _without_echoes(engine, ctx, crm, read_contacts(conn, ids))
+        ctx.pulled[crm] += len(ids)
+        if people:
+            _ingest_chunk(engine, ctx, people, window)
+            yield Batch(people, fresh=True)
+            queue.unmark(engine.state, ctx, _settled(people))
+        if ctx.dry_run:
+            return
+        engine.state.events_processed(crm, [e.event_id for e in pending], ctx.now)
+        ctx.checkpoint()
+
+
+def _hubspot(engine: Engine, crm: str) -> HubSpotConnector:
+    """The HubSpot connector behind the fence (reads pass it)."""
+    from connectors.hubspot.connector import HubSpotConnector
+
+    conn = getattr(engine.connectors[crm], "inner", engine.connectors[crm])
+    if not isinstance(conn, HubSpotConnector):
+        raise TypeError(f"webhook deliveries need the HubSpot connector, not {type(conn).__name__}")
+    return conn
+
+
+def _settled(people: Sequence[Person]) -> list[tuple[str, str]]:
+    """The marks an evaluated batch of people settles: their records and emails."""
+    live = [p for p in people if not p.deleted]
+    return [(p.crm, p.id) for p in live] + [("email", e) for p in live if (e := _email(p))]
 
 
 # --- marked people ----------------------------------------------------------------

@@ -11,6 +11,13 @@ resumed after another took over stops without writing. Each run binds a ``run_id
 every log line, records skipped and failed runs with their reason (``handoff status``),
 and feeds the metrics.
 
+With webhooks on (``HUBSPOT_WEBHOOK_URL``), the HTTP server also takes HubSpot's
+deliveries (``sync.webhooks``: verified, stored, acknowledged) and a thread of the worker
+runs the ``webhooks`` job, a micro-cycle, soon after a delivery stored something new
+(``HANDOFF_WEBHOOK_DELAY_SECONDS``), at start (deliveries a killed worker acknowledged),
+after each scheduled cycle, and every ``HANDOFF_WEBHOOK_POLL_SECONDS`` while events another
+replica stored are pending. It takes the same lease as every job: only its holder writes.
+
 On SIGTERM/SIGINT the worker stops accepting jobs, lets the cycle in flight finish
 (at most ``HANDOFF_STOP_TIMEOUT_SECONDS``; past that it exits and the ledger's intents
 let the next run complete the batch exactly once), releases its lease and exits.
@@ -27,14 +34,14 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobSubmissionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from crm_handoff.errors import CrmError, HandoffError
+from crm_handoff.errors import ConfigError, CrmError, HandoffError
 from mappings.loader import load_mappings
 from sync import logs
 from sync.lease import LOST, Fence, Heartbeat, Leases, default_holder
@@ -43,9 +50,18 @@ from sync.schedule import Job, load_schedule
 from sync.settings import Settings
 from sync.state import StateStore
 
+if TYPE_CHECKING:
+    from mappings.models import MappingSet
+    from sync.metrics import MetricsServer
+    from sync.webhooks import Receiver
+
 log = structlog.get_logger("handoff.worker")
 
 LEASE = "cycle"  # every job runs a cycle over the same data: one lease for all of them
+WEBHOOK_JOB = "webhooks"  # the micro-cycle after webhook deliveries
+WEBHOOK_RETENTION = timedelta(days=3)  # processed events kept to recognise HubSpot's retries (24 h)
+RETRY_BUSY = 0.5  # seconds before a micro-cycle that found the lease or the worker busy tries again
+RETRY_MAX = 300.0  # the longest back-off after failed micro-cycles
 SKIP_RETENTION = timedelta(days=7)
 EXIT_FORCED = 3
 
@@ -81,6 +97,9 @@ class Worker:
         self.leases = Leases(state.engine)
         self.metrics = Metrics()
         self.stopping = threading.Event()
+        self.deliveries = threading.Event()  # set: webhook events may be pending
+        self.deliveries.set()  # at start: what a killed worker acknowledged
+        self._pruned = 0.0
         self._cycle = threading.Lock()
         self.last_run: dict[str, Any] = {}
         self.scheduler = BackgroundScheduler(
@@ -105,6 +124,8 @@ class Worker:
             return self._leased(job)
         finally:
             self._cycle.release()
+            if job != WEBHOOK_JOB:
+                self.deliveries.set()  # events that arrived meanwhile may be waiting
 
     def _leased(self, job: str) -> str:
         ttl = self.settings.handoff_lease_ttl_seconds
@@ -152,6 +173,8 @@ class Worker:
             log.info("run_started", worker=self.holder)
             mapping = load_mappings(self.config or self.settings.handoff_config)
             engine = build_engine(self.settings, mapping, self.state, fence=fence.check if fence else None)
+            if job == WEBHOOK_JOB:
+                engine.trigger = "webhooks"
             result = run_cycle(engine, datetime.now(UTC), should_stop=should_stop)
         except Exception as exc:
             return self._failed(job, run_uid, exc, last_id)
@@ -180,8 +203,11 @@ class Worker:
 
     # --- skipped, failed, abandoned ---------------------------------------------
     def _skip(self, job: str, why: str, reason: str) -> str:
-        log.info("run_skipped", job=job, reason=reason, worker=self.holder)
         self.metrics.skipped(job, why)
+        if job == WEBHOOK_JOB:  # tried again within a second: not a run to record
+            log.debug("run_skipped", job=job, reason=reason, worker=self.holder)
+            return "skipped"
+        log.info("run_skipped", job=job, reason=reason, worker=self.holder)
         now = datetime.now(UTC)
         try:
             self.state.record_run("skipped", {"job": job, "reason": reason, "worker": self.holder}, now)
@@ -217,6 +243,56 @@ class Worker:
         else:
             self._skip(event.job_id, "busy", "the previous run of this job is still going")
 
+    # --- webhooks -------------------------------------------------------------------
+    def delivered(self) -> None:
+        """The receiver stored new webhook events: a micro-cycle soon."""
+        self.deliveries.set()
+
+    def webhook_loop(self) -> None:
+        """Run micro-cycles while webhook events are pending (see the module), until stopping.
+
+        A micro-cycle that failed or stopped is run again (nothing need be pending: its
+        people wait on the queue) after a back-off from ``HANDOFF_WEBHOOK_POLL_SECONDS``
+        doubling up to ``RETRY_MAX``, until one succeeds.
+        """
+        s = self.settings
+        backoff = 0.0
+        while not self.stopping.is_set():
+            if self.deliveries.wait(timeout=backoff or s.handoff_webhook_poll_seconds):
+                self.stopping.wait(s.handoff_webhook_delay_seconds)  # a burst gathers
+            self.deliveries.clear()  # a delivery stored from here on wakes the next round
+            if self.stopping.is_set() or not (backoff or self._pending()):
+                continue
+            backoff = self._micro_cycle(backoff)
+
+    def _micro_cycle(self, backoff: float) -> float:
+        """Run the webhooks job once; the back-off before running it again (0: none)."""
+        status = self.run_job(WEBHOOK_JOB)
+        if status == "skipped":  # the lease or this worker busy: soon again
+            self.stopping.wait(RETRY_BUSY)
+            self.deliveries.set()
+            return backoff
+        if status in ("failed", "stopped"):
+            return min(max(2 * backoff, self.settings.handoff_webhook_poll_seconds), RETRY_MAX)
+        self._prune_deliveries()
+        return 0.0
+
+    def _pending(self) -> bool:
+        try:
+            return self.state.pending_event_count() > 0
+        except Exception as exc:  # the state unreachable: the next round asks again
+            log.warning("webhook_pending_unknown", error=type(exc).__name__)
+            return False
+
+    def _prune_deliveries(self) -> None:
+        if time.monotonic() - self._pruned < 3600:
+            return
+        self._pruned = time.monotonic()
+        try:
+            self.state.prune_events(datetime.now(UTC) - WEBHOOK_RETENTION)
+        except Exception as exc:
+            log.warning("webhook_prune_failed", error=type(exc).__name__)
+
     # --- the process --------------------------------------------------------------
     def health(self) -> tuple[bool, dict[str, Any]]:
         ok = self.scheduler.running and not self.stopping.is_set()
@@ -247,33 +323,62 @@ class Worker:
         return True
 
 
+def _check_webhooks(settings: Settings) -> None:
+    """Webhooks need the HTTP server they arrive at."""
+    if settings.webhooks_enabled and not settings.handoff_metrics_port:
+        raise ConfigError(
+            "setting HUBSPOT_WEBHOOK_URL: deliveries arrive at the worker's HTTP server, "
+            "which HANDOFF_METRICS_PORT=0 turns off; give it a port"
+        )
+
+
+def _http(settings: Settings, state: StateStore, mapping: MappingSet, worker: Worker) -> MetricsServer | None:
+    """/metrics, /healthz, /report and the webhook deliveries (sync.report_http), unless off."""
+    if not settings.handoff_metrics_port:
+        return None
+    from sync.report import report_page
+    from sync.report_http import ReportServer
+
+    return ReportServer(
+        lambda: report_page(state, mapping),
+        worker.metrics,
+        worker.health,
+        settings.handoff_metrics_host,
+        settings.handoff_metrics_port,
+        receiver=_receiver(settings, state, worker),
+    ).start()
+
+
+def _receiver(settings: Settings, state: StateStore, worker: Worker) -> Receiver | None:
+    """The webhook receiver when webhooks are on."""
+    secret, url = settings.webhook_secret(), settings.hubspot_webhook_url
+    if not (settings.webhooks_enabled and secret and url):
+        return None
+    from sync.webhooks import Receiver
+
+    return Receiver(state, secret, url, on_stored=worker.delivered)
+
+
 def serve(settings: Settings, state: StateStore, config: str | None = None) -> int:
     """Run the worker until SIGTERM/SIGINT; the process exit code."""
+    _check_webhooks(settings)
     mapping = load_mappings(config or settings.handoff_config)
     logging.getLogger("apscheduler").setLevel(logging.ERROR)  # its events are logged by the listeners
     worker = Worker(settings, state, config)
     jobs = load_schedule(settings, mapping)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, worker.stop)
-    http = None
-    if settings.handoff_metrics_port:  # /metrics, /healthz and /report (sync.report_http)
-        from sync.report import report_page
-        from sync.report_http import ReportServer
-
-        http = ReportServer(
-            lambda: report_page(state, mapping),
-            worker.metrics,
-            worker.health,
-            settings.handoff_metrics_host,
-            settings.handoff_metrics_port,
-        ).start()
+    http = _http(settings, state, mapping, worker)
     worker.schedule(jobs)
     worker.scheduler.start()
+    if settings.webhooks_enabled:
+        threading.Thread(target=worker.webhook_loop, name="webhooks", daemon=True).start()
     log.info(
         "worker_started",
         worker=worker.holder,
         jobs=[j.describe() for j in jobs],
         metrics_port=http.port if http else None,
+        webhooks=settings.hubspot_webhook_url if settings.webhooks_enabled else None,
         lease_ttl_seconds=settings.handoff_lease_ttl_seconds,
     )
     worker.stopping.wait()

@@ -85,12 +85,12 @@ class WebhookStore(_Store):
                 _insert_new(conn, t, part)
         return len(new)
 
-    def pending_events(self, received_by: datetime, limit: int) -> list[PendingEvent]:
-        """Up to ``limit`` unprocessed events received by ``received_by``, oldest first."""
+    def pending_events(self, crm: str, received_by: datetime, limit: int) -> list[PendingEvent]:
+        """Up to ``limit`` unprocessed events from ``crm`` received by ``received_by``, oldest first."""
         t = webhook_deliveries
         q = (
             select(t.c.crm, t.c.event_id, t.c.people, t.c.received_at)
-            .where(t.c.processed_at.is_(None), t.c.received_at <= received_by)
+            .where(t.c.processed_at.is_(None), t.c.crm == crm, t.c.received_at <= received_by)
             .order_by(t.c.received_at, t.c.crm, t.c.event_id)
             .limit(limit)
         )

@@ -82,7 +82,7 @@ def test_a_signed_delivery_is_stored_then_acknowledged(server, state):
         ("2", "contact.creation", ["502"], None),
     ]
     assert rows[0]["event"]["propertyName"] == "recent_conversion_date"
-    assert [p.event_id for p in state.pending_events(datetime.now(UTC), 10)] == ["1", "2"]
+    assert [p.event_id for p in state.pending_events("hubspot", datetime.now(UTC), 10)] == ["1", "2"]
     assert server.stored == [1]  # the worker is told once per delivery that stored something
 
 
@@ -190,9 +190,9 @@ def test_processed_events_leave_pending_and_are_pruned_later(state):
     ]
     assert state.store_events("hubspot", events, now) == 2
     assert state.pending_event_count() == 2
-    assert state.pending_events(now - timedelta(seconds=1), 10) == []  # received after the bound
+    assert state.pending_events("hubspot", now - timedelta(seconds=1), 10) == []  # received after the bound
     state.events_processed("hubspot", ["1"], now)
-    assert [p.event_id for p in state.pending_events(now, 10)] == ["2"]
+    assert [p.event_id for p in state.pending_events("hubspot", now, 10)] == ["2"]
     assert state.pending_event_count() == 1
     assert state.prune_events(now + timedelta(seconds=1)) == 1
     assert [r["event_id"] for r in state.webhook_events()] == ["2"]
