@@ -36,6 +36,14 @@ def render_template(cfg: Handoff, key: str, context: Mapping[str, Any]) -> str:
         raise ConfigError(f"{cfg.template_where(key, exc.line)}: {key}: {exc.message}") from None
 
 
+def definitions_text(met: Sequence[tuple[str, str]]) -> str:
+    """The definitions a person met, as the brief names them (empty when none is given)."""
+    if not met:
+        return ""
+    lines = [f"- {name}: {found}" if found else f"- {name}" for name, found in met]
+    return f"Sales-ready by definition{'s' if len(met) > 1 else ''}:\n" + "\n".join(lines)
+
+
 def build_brief(
     cfg: Handoff,
     threshold: int,
@@ -46,9 +54,17 @@ def build_brief(
     activities: Sequence[Activity],
     rep: Mapping[str, str],
     now: datetime,
+    definitions: Sequence[tuple[str, str]] = (),
 ) -> Brief:
-    """Render the task subject and body from the mapping's templates."""
+    """Render the task subject and body from the mapping's templates.
+
+    ``definitions``: (name, what made it hold) of the sales-ready definitions met; when
+    given, the body starts with them (a mapping without ``definitions`` passes none, and
+    its body is the template's alone).
+    """
     context = brief_context(cfg, threshold, values, stage, score, reasons, activities, rep, now)
     subject = " ".join(render_template(cfg, "subject", context).split())[:SUBJECT_MAX]
-    body = render_template(cfg, "body", context).strip()[:BODY_MAX]
+    body = render_template(cfg, "body", context).strip()
+    named = definitions_text(definitions)
+    body = (f"{named}\n\n{body}" if named else body)[:BODY_MAX]
     return Brief(subject=subject, body=body, due=due_date(now, cfg.due_in_days, cfg.business_days))

@@ -53,6 +53,7 @@ class PlannedHandoff:
             why_rep=self.why,
             task_in=list(self.task_crms),
             reasons=reasons_json(self.qualification.reasons),
+            definitions=list(self.qualification.definitions_met),
         )
 
 

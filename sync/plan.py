@@ -139,6 +139,7 @@ def brief_for(engine: Engine, ctx: CycleContext, key: str, rep: Rep) -> Brief:
         ctx.activities.get(key, []),
         rep_view(rep),
         ctx.now,
+        q.met_details if engine.mapping.sales_ready.definitions else (),
     )
 
 

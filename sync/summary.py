@@ -47,6 +47,7 @@ class HandoffSummary:
     why_rep: str
     task_in: list[str]
     reasons: list[dict[str, Any]]
+    definitions: list[str] = field(default_factory=list)  # the sales-ready definitions met
 
 
 @dataclass(frozen=True)
