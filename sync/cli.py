@@ -110,6 +110,16 @@ def _parser() -> argparse.ArgumentParser:
     dsub = db.add_subparsers(dest="db_command", required=True, parser_class=_Parser)
     dsub.add_parser("upgrade", help="apply pending migrations to HANDOFF_STATE_URL")
     dsub.add_parser("current", help="print the schema revision of HANDOFF_STATE_URL")
+
+    explain = sub.add_parser(
+        "explain", help="one person: profile, definitions, routing, handoffs (state only)"
+    )
+    explain.add_argument(
+        "person", help="an email, a HubSpot or Salesforce id (hubspot:ID, salesforce:ID) or a person key"
+    )
+    explain.add_argument("--json", action="store_true")
+    explain.add_argument("--as-of", metavar="ISO", help="the time to explain as of (windows, capacity week)")
+    explain.add_argument("--config", **cfg)
     return p
 
 
@@ -354,6 +364,30 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
+    """One person as the state holds them, and why; no CRM call (``sync.explain``)."""
+    from crm_handoff.errors import EXIT_PARTIAL
+    from sync.explain import explain, print_explanation
+    from sync.wiring import open_state
+
+    mapping = _mapping(args, settings)
+    state = open_state(settings, read_only=True)
+    try:
+        found = explain(state, mapping, args.person, _now(args))
+    finally:
+        state.close()
+    if not found:
+        print(f"error: no person {args.person!r} in the state ({recorded_state(settings)})", file=sys.stderr)
+        return EXIT_PARTIAL
+    if args.json:
+        print(json.dumps(found if len(found) > 1 else found[0], default=str, sort_keys=True))
+    else:
+        for i, data in enumerate(found):
+            print("\n" if i else "", end="")
+            print_explanation(data)
+    return EXIT_OK
+
+
 COMMANDS = {
     "validate": cmd_validate,
     "sync": cmd_sync,
@@ -364,6 +398,7 @@ COMMANDS = {
     "sandbox": cmd_sandbox,
     "run": cmd_run,
     "db": cmd_db,
+    "explain": cmd_explain,
 }
 
 
