@@ -292,3 +292,60 @@ def test_a_failed_micro_cycle_is_run_again_until_the_task_exists(crms, tmp_path,
     assert [r["summary"]["job"] for r in finished_runs(state_url) if r["summary"]["handed_off"]] == [
         "webhooks"
     ]
+
+
+def test_deletion_and_merge_deliveries_reach_the_mirror_and_queue_in_a_micro_cycle(
+    crms, tmp_path, state_url, monkeypatch
+):
+    """A queued contact deleted in HubSpot leaves the mirror and the queue; a merge moves the
+    merged contact onto the primary; both through one micro-cycle, no people pass."""
+    from mappings.loader import load_mappings
+    from sync.cycle import run_cycle
+    from sync.metrics import Metrics
+    from sync.report_http import ReportServer
+    from sync.settings import load_settings
+    from sync.webhooks import Receiver
+    from sync.wiring import build_engine
+    from tests.integration.conftest import add_ready_contact, sync_json
+
+    cfg = mapping_dir(tmp_path, reps=[rep(REP, "hubspot", 10, 10)])  # capacity 1: the others wait
+    add_rep_users(crms, REP)
+    ready = [add_ready_contact(crms, 20 + i) for i in range(3)]
+    primary, merged = _fit_contact(crms, 30), _fit_contact(crms, 31)
+    code, first = sync_json(crms, monkeypatch, cfg)
+    assert code == 0 and first["handed_off"] == 1
+    state = StateStore(state_url)
+    waiting = {q["person_key"] for q in state.queued()}
+    assert len(waiting) == 2
+    gone = next(cid for cid in ready if any(cid in key for key in waiting))
+
+    port = free_port()
+    public = f"http://127.0.0.1:{port}/webhooks/hubspot"
+    server = ReportServer(
+        lambda: "", Metrics(), lambda: (True, {}), "127.0.0.1", port, Receiver(state, SECRET, public)
+    )
+    sender = WebhookSender(crms.hs_store, public, SECRET, retry_seconds=(0.2,))
+    server.start()
+    sender.start()
+    try:
+        crms.hs_store.archive_contact(gone)
+        crms.hs_store.merge_contacts(primary, merged)
+        wait_for(sender.idle, 10, "the deliveries")
+    finally:
+        sender.stop()
+        server.stop()
+    assert {e["kind"] for e in state.webhook_events()} == {"contact.deletion", "contact.merge"}
+
+    settings = load_settings(handoff_config=str(cfg))
+    engine = build_engine(settings, load_mappings(cfg), state)
+    engine.trigger = "webhooks"
+    result = run_cycle(engine, datetime.now(UTC))
+    assert result.exit_code == 0
+    assert result.summary.people_pulled == {"hubspot": 3, "salesforce": 0}  # the three ids the events name
+    assert all(e["processed_at"] for e in state.webhook_events())
+    assert state.people_by_ids("hubspot", [gone, merged]) == []
+    assert [p.id for p in state.people_by_ids("hubspot", [primary])] == [primary]
+    assert merged in (state.people_by_ids("hubspot", [primary])[0].values.get("hs_merged_object_ids") or "")
+    assert len({q["person_key"] for q in state.queued()}) == 1  # the deleted contact left the queue
+    assert not any(gone in q["person_key"] for q in state.queued())
+    state.close()
