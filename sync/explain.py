@@ -25,7 +25,7 @@ from sync.engine import Engine
 from sync.evaluate import episode, owner_email, profiles_for
 from sync.items import QueueItem
 from sync.profiles import Profile
-from sync.qualify import Qualification, matches
+from sync.qualify import DefinitionCheck, Qualification, judge, matches
 from sync.routing import Candidate, eligible, week_start
 from sync.state import LedgerEntry, OutcomeRow, StateStore
 from sync.summary import RepCapacity, RunSummary
@@ -95,7 +95,7 @@ def _last_cycle(state: StateStore) -> RunSummary | None:
 
 
 def _explain_one(engine: Engine, ctx: CycleContext, prof: Profile, last: RunSummary | None) -> dict[str, Any]:
-    q = ctx.qualifications[prof.key]
+    q, checks = judge(engine.mapping.sales_ready, prof.values, prof.stage, ctx.activities[prof.key], ctx.now)
     item = engine.state.queue_items([prof.key]).get(prof.key)
     handoffs = _handoffs(engine.state, ctx.ledger.get(prof.key, []))
     reps = _reps(engine, ctx, prof, last)
@@ -116,7 +116,7 @@ def _explain_one(engine: Engine, ctx: CycleContext, prof: Profile, last: RunSumm
         "nearest": q.nearest,
         "missing": list(q.missing),
         "next_step": q.next_step,
-        "definitions": _definitions(q),
+        "definitions": _definitions(checks),
         "queue": _queue(item),
         "routing": {
             "decision": _decision(engine, ctx, prof, q, item, handoffs, reps),
@@ -137,7 +137,7 @@ def _records(ctx: CycleContext, prof: Profile) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _definitions(q: Qualification) -> list[dict[str, Any]]:
+def _definitions(checks: Sequence[DefinitionCheck]) -> list[dict[str, Any]]:
     return [
         {
             "name": d.name,
@@ -147,7 +147,7 @@ def _definitions(q: Qualification) -> list[dict[str, Any]]:
                 for c in d.conditions
             ],
         }
-        for d in q.checks
+        for d in checks
     ]
 
 

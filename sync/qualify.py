@@ -10,9 +10,11 @@ and what it lacks ("1 more content download within 30 days").
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from bisect import bisect_left
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 
 from crm_handoff.records import Activity, Reason
 from mappings.models import Condition, Definition, FieldCondition, FitRule, SalesReady
@@ -31,16 +33,40 @@ NOUNS: dict[str, tuple[str, str]] = {
 SHOWN_VALUES = 3  # values of a field test named in a condition's text
 
 
+Words = tuple[str, str, str]  # (what a condition asks, what the person has, what they lack)
+
+
+def _no_words() -> Words:
+    return ("", "", "")
+
+
 @dataclass(frozen=True)
 class ConditionCheck:
-    """One condition of a definition, decided for one person."""
+    """One condition of a definition, decided for one person; its words are made when read."""
 
-    condition: str  # what it asks: "3 x content download within 30 days"
     met: bool
-    found: str  # what the person has: "2 x content download in 30 days"
-    missing: str = ""  # what would make it hold (empty when it holds)
     progress: float = 0.0  # the share of the way there, 0 to 1 (1 when it holds)
     lapse: datetime | None = None  # a held activity condition: when it stops holding
+    words: Callable[[], Words] = field(default=_no_words, repr=False, compare=False)
+
+    @cached_property
+    def _words(self) -> Words:
+        return self.words()
+
+    @property
+    def condition(self) -> str:
+        """What it asks: ``3 x content download within 30 days``."""
+        return self._words[0]
+
+    @property
+    def found(self) -> str:
+        """What the person has: ``2 x content download in 30 days``."""
+        return self._words[1]
+
+    @property
+    def missing(self) -> str:
+        """What would make it hold (empty when it holds)."""
+        return "" if self.met else self._words[2]
 
 
 @dataclass(frozen=True)
@@ -49,11 +75,7 @@ class DefinitionCheck:
 
     name: str
     conditions: tuple[ConditionCheck, ...]
-
-    @property
-    def met(self) -> bool:
-        """Every condition holds."""
-        return all(c.met for c in self.conditions)
+    met: bool  # every condition holds
 
     @property
     def missing(self) -> tuple[str, ...]:
@@ -83,12 +105,7 @@ class Qualification:
     definitions_met: tuple[str, ...] = ()  # the definitions that hold, in file order
     nearest: str | None = None  # when none holds: the definition nearest to holding
     missing: tuple[str, ...] = ()  # what the nearest definition lacks, condition by condition
-    checks: tuple[DefinitionCheck, ...] = ()  # every definition, condition by condition
-
-    @property
-    def met_details(self) -> tuple[tuple[str, str], ...]:
-        """(definition, what made it hold) for each definition met."""
-        return tuple((c.name, c.found) for c in self.checks if c.met)
+    met_details: tuple[tuple[str, str], ...] = ()  # (definition, what made it hold) for each met
 
     @property
     def next_step(self) -> str:
@@ -154,18 +171,30 @@ def qualify(
     now: datetime,
 ) -> Qualification:
     """Score a person, decide them by the definitions, and say why (or what is missing)."""
-    by_kind: dict[str, list[Activity]] = {}
-    for act in activities:
-        by_kind.setdefault(act.kind, []).append(act)
-    reasons, fits, lapses = _points(rules, values, by_kind, now)
+    return judge(rules, values, stage, activities, now)[0]
+
+
+def judge(
+    rules: SalesReady,
+    values: Mapping[str, str | None],
+    stage: str | None,
+    activities: Sequence[Activity],
+    now: datetime,
+) -> tuple[Qualification, tuple[DefinitionCheck, ...]]:
+    """``qualify``, and every definition's check condition by condition (``handoff explain``).
+
+    The checks are not kept on the ``Qualification``: a cycle holds many of those.
+    """
+    timeline = _Timeline(activities, now)
+    reasons, fits, lapses = _points(rules, values, timeline)
     score = sum(r.points for r in reasons)
-    judge = _Judge(rules, values, by_kind, score, fits, {r.rule for r in reasons}, now)
+    judge = _Judge(rules, values, timeline, score, fits, {r.rule for r in reasons})
     checks = tuple(judge.definition(d) for d in rules.effective_definitions)
     lapses += [c.lapse for d in checks for c in d.conditions if c.lapse is not None]
     blockers = _blockers(rules, values, stage)
     met = tuple(c.name for c in checks if c.met)
     nearest = None if met else min(enumerate(checks), key=lambda ic: (*ic[1].distance(), ic[0]))[1]
-    return Qualification(
+    q = Qualification(
         score=score,
         qualified=bool(met) and not blockers,
         reasons=tuple(reasons),
@@ -174,15 +203,50 @@ def qualify(
         definitions_met=met,
         nearest=nearest.name if nearest else None,
         missing=nearest.missing if nearest else (),
-        checks=checks,
+        met_details=tuple((c.name, c.found) for c in checks if c.met),
     )
+    return q, checks
+
+
+class _Timeline:
+    """A person's activities up to ``now``, by kind, oldest first: windows are counted by bisection."""
+
+    def __init__(self, activities: Sequence[Activity], now: datetime) -> None:
+        self.now = now
+        self.by_kind: dict[str, list[Activity]] = {}
+        self.times: dict[str, list[datetime]] = {}
+        for act in activities:
+            if act.occurred_at <= now:
+                self.by_kind.setdefault(act.kind, []).append(act)
+                self.times.setdefault(act.kind, []).append(act.occurred_at)
+        for times in self.times.values():
+            times.sort()
+
+    def count(self, kind: str, days: int, need: int) -> tuple[int, datetime | None]:
+        """Activities of ``kind`` in the last ``days`` days, and (when at least ``need``) when
+        the count falls below ``need`` (the ``need``-th newest leaves the window)."""
+        times = self.times.get(kind)
+        if not times:
+            return 0, None
+        n = len(times) - bisect_left(times, self.now - timedelta(days=days))
+        return n, (times[len(times) - need] + timedelta(days=days) if n >= need else None)
+
+    def count_titled(
+        self, kind: str, days: int, need: int, titles: tuple[str, ...]
+    ) -> tuple[int, datetime | None]:
+        """``count`` of only the activities whose title contains one of ``titles`` (lower case)."""
+        since = self.now - timedelta(days=days)
+        times = sorted(
+            a.occurred_at
+            for a in self.by_kind.get(kind, ())
+            if a.occurred_at >= since and any(t in a.title.lower() for t in titles)
+        )
+        n = len(times)
+        return n, (times[n - need] + timedelta(days=days) if n >= need else None)
 
 
 def _points(
-    rules: SalesReady,
-    values: Mapping[str, str | None],
-    by_kind: Mapping[str, Sequence[Activity]],
-    now: datetime,
+    rules: SalesReady, values: Mapping[str, str | None], timeline: _Timeline
 ) -> tuple[list[Reason], dict[str, tuple[bool, str]], list[datetime]]:
     """The scoring rules that fire (reasons), every fit rule's result, and when each
     behaviour rule that fired stops firing."""
@@ -194,17 +258,11 @@ def _points(
             reasons.append(Reason(rule.name, rule.points, detail))
     lapses: list[datetime] = []
     for brule in rules.behaviour:
-        since = now - timedelta(days=brule.within_days)
-        hits = sorted(
-            (a.occurred_at for a in by_kind.get(brule.activity, ()) if since <= a.occurred_at <= now),
-            reverse=True,
-        )
-        if len(hits) >= brule.at_least:
+        n, lapse = timeline.count(brule.activity, brule.within_days, brule.at_least)
+        if lapse is not None:
             what = brule.activity.replace("_", " ")
-            reasons.append(
-                Reason(brule.name, brule.points, f"{len(hits)} x {what} in {brule.within_days} days")
-            )
-            lapses.append(hits[brule.at_least - 1] + timedelta(days=brule.within_days))
+            reasons.append(Reason(brule.name, brule.points, f"{n} x {what} in {brule.within_days} days"))
+            lapses.append(lapse)
     return reasons, fits, lapses
 
 
@@ -218,20 +276,31 @@ def _blockers(rules: SalesReady, values: Mapping[str, str | None], stage: str | 
     return out
 
 
+_FIT_RULES: dict[int, tuple[SalesReady, dict[str, FitRule]]] = {}
+
+
+def _fit_rule(rules: SalesReady, name: str) -> FitRule:
+    """The fit rule of that name (a definition's ``fit:`` names one; the loader checks it)."""
+    hit = _FIT_RULES.get(id(rules))
+    if hit is None or hit[0] is not rules:
+        hit = _FIT_RULES[id(rules)] = (rules, {r.name: r for r in rules.fit})
+    return hit[1][name]
+
+
 @dataclass(frozen=True)
 class _Judge:
-    """Decides the conditions of definitions for one person."""
+    """Decides the conditions of definitions for one person (their words only when read)."""
 
     rules: SalesReady
     values: Mapping[str, str | None]
-    by_kind: Mapping[str, Sequence[Activity]]
+    timeline: _Timeline
     score: int
     fits: Mapping[str, tuple[bool, str]]
     fired: set[str]  # the scoring rules that gave points
-    now: datetime
 
     def definition(self, d: Definition) -> DefinitionCheck:
-        return DefinitionCheck(d.name, tuple(self.condition(c) for c in d.all_of))
+        conditions = tuple(self.condition(c) for c in d.all_of)
+        return DefinitionCheck(d.name, conditions, all(c.met for c in conditions))
 
     def condition(self, c: Condition) -> ConditionCheck:
         if c.activity is not None:
@@ -240,59 +309,53 @@ class _Judge:
             needed = self.rules.threshold if c.score_at_least == "threshold" else c.score_at_least
             return self._score(needed)
         if c.fit is not None:
-            return self._fit(c.fit)
+            rule = _fit_rule(self.rules, c.fit)
+            return self._field(rule, self.fits.get(rule.name) or matches(rule, self.values))
         assert c.test is not None  # a field condition (the model allows no other kind)
-        return self._field(c.test, describe(c.test), describe(c.test))
+        return self._field(c.test, matches(c.test, self.values))
 
-    def _fit(self, name: str) -> ConditionCheck:
-        rule = next(r for r in self.rules.fit if r.name == name)
-        return self._field(rule, name, f"{name} ({describe(rule)})")
+    def _field(self, test: FieldCondition, result: tuple[bool, str]) -> ConditionCheck:
+        ok, detail = result
 
-    def _field(self, test: FieldCondition | FitRule, asks: str, lacks: str) -> ConditionCheck:
-        known = self.fits.get(test.name) if isinstance(test, FitRule) else None
-        ok, detail = known or matches(test, self.values)
-        if ok:
-            return ConditionCheck(asks, True, f"{asks} ({detail})" if detail != asks else asks, progress=1.0)
-        value = (self.values.get(test.field) or "").strip()
-        found = f"{test.field} '{value}'" if value else f"{test.field} blank"
-        return ConditionCheck(asks, False, found, lacks)
+        def words() -> Words:
+            asks = test.name if isinstance(test, FitRule) else describe(test)
+            lacks = f"{asks} ({describe(test)})" if isinstance(test, FitRule) else asks
+            if ok:
+                return asks, f"{asks} ({detail})" if detail != asks else asks, ""
+            value = (self.values.get(test.field) or "").strip()
+            return asks, f"{test.field} '{value}'" if value else f"{test.field} blank", lacks
+
+        return ConditionCheck(ok, 1.0 if ok else 0.0, None, words)
 
     def _activity(self, c: Condition, kind: str, days: int) -> ConditionCheck:
-        since = self.now - timedelta(days=days)
         titles = _lowered(c, "title_contains_any")
-        hits = sorted(
-            (
-                a.occurred_at
-                for a in self.by_kind.get(kind, ())
-                if since <= a.occurred_at <= self.now
-                and (not titles or any(t in a.title.lower() for t in titles))
-            ),
-            reverse=True,
-        )
-        one, many = NOUNS.get(kind, (kind.replace("_", " "),) * 2)
-        titled = f" titled {' or '.join(repr(t) for t in c.title_contains_any or ())}" if titles else ""
         need = c.count
-        asks = f"{need} x {one}{titled} within {days} days"
-        found = f"{len(hits)} x {one}{titled} in {days} days"
-        if len(hits) >= need:
-            return ConditionCheck(
-                asks, True, found, progress=1.0, lapse=hits[need - 1] + timedelta(days=days)
-            )
-        short = need - len(hits)
-        lacks = f"{short} more {one if short == 1 else many}{titled} within {days} days"
-        return ConditionCheck(asks, False, found, lacks, progress=len(hits) / need)
+        if titles:
+            n, lapse = self.timeline.count_titled(kind, days, need, titles)
+        else:
+            n, lapse = self.timeline.count(kind, days, need)
+
+        def words() -> Words:
+            one, many = NOUNS.get(kind, (kind.replace("_", " "),) * 2)
+            titled = f" titled {' or '.join(repr(t) for t in c.title_contains_any or ())}" if titles else ""
+            short = need - n
+            lacks = f"{short} more {one if short == 1 else many}{titled} within {days} days"
+            return f"{need} x {one}{titled} within {days} days", f"{n} x {one}{titled} in {days} days", lacks
+
+        return ConditionCheck(lapse is not None, min(n / need, 1.0), lapse, words)
 
     def _score(self, needed: int) -> ConditionCheck:
-        asks, found = f"score at least {needed}", f"score {self.score}"
-        if self.score >= needed:
-            return ConditionCheck(asks, True, found, progress=1.0)
-        gap = needed - self.score
-        lacks = f"{gap} more points (score {self.score} of {needed})"
-        tips = [r for r in self.rules.behaviour if r.name not in self.fired and r.points >= gap]
-        if tips:
-            tip = min(tips, key=lambda r: r.points)
-            lacks += f", e.g. {tip.name} (+{tip.points})"
-        return ConditionCheck(asks, False, found, lacks)  # points are no step: no progress
+        def words() -> Words:
+            gap = needed - self.score
+            lacks = f"{gap} more points (score {self.score} of {needed})"
+            tips = [r for r in self.rules.behaviour if r.name not in self.fired and r.points >= gap]
+            if tips:
+                tip = min(tips, key=lambda r: r.points)
+                lacks += f", e.g. {tip.name} (+{tip.points})"
+            return f"score at least {needed}", f"score {self.score}", lacks
+
+        ok = self.score >= needed
+        return ConditionCheck(ok, 1.0 if ok else 0.0, None, words)  # points are no step: no progress
 
 
 def describe(test: FieldCondition) -> str:
