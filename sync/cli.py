@@ -141,13 +141,18 @@ def _now(args: argparse.Namespace) -> datetime:
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
+def _definitions_count(mapping: MappingSet) -> str:
+    n = len(mapping.sales_ready.definitions)
+    return f"{n} sales-ready definition{'s' if n > 1 else ''}, " if n else ""
+
+
 def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     mapping = _mapping(args, settings)
     reps = mapping.reps.reps
     print(
         f"ok: {len(mapping.lifecycle.all_stages)} stages, {len(mapping.fields.fields)} field mappings, "
         f"{len(mapping.sales_ready.fit) + len(mapping.sales_ready.behaviour)} scoring rules "
-        f"(threshold {mapping.sales_ready.threshold}), {len(reps)} reps "
+        f"(threshold {mapping.sales_ready.threshold}), {_definitions_count(mapping)}{len(reps)} reps "
         f"(weekly capacity {sum(r.weekly_capacity for r in reps if r.active)})"
     )
     if args.offline or not (settings.hubspot_enabled or settings.salesforce_enabled):

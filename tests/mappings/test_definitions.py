@@ -163,3 +163,12 @@ def test_a_file_with_only_definitions_conditions_it_needs_loads(cfg):
     sr = load_mappings(cfg).sales_ready
     assert [d.name for d in sr.effective_definitions] == ["Telemarketing said yes"]
     assert sr.definitions[0].all_of[1].test is not None and sr.definitions[0].all_of[1].test.min == 10
+
+
+def test_validate_counts_the_definitions(cfg, capsys):
+    assert main(["validate", "--config", str(cfg)]) == 0
+    assert "(threshold 60), 4 sales-ready definitions, 5 reps " in capsys.readouterr().out
+    path = cfg / "sales_ready.yaml"
+    path.write_text(path.read_text().split("\n# Definitions:")[0] + "\n")
+    assert main(["validate", "--config", str(cfg)]) == 0
+    assert "(threshold 60), 5 reps " in capsys.readouterr().out  # a file without: as before
