@@ -20,6 +20,7 @@ from crm_handoff.records import (
     Person,
     PersonCreate,
     PersonUpdate,
+    TaskChanges,
     TaskClose,
     TaskRequest,
     TaskState,
@@ -130,6 +131,12 @@ class Connector(Protocol):
     def touches(self, person_ids: Sequence[str], since: datetime) -> Iterator[Touch]:
         """Calls, emails and meetings logged on these people at or after ``since``, by
         anyone (``owner_id`` says whose), batched (never a call per person)."""
+        ...
+
+    def task_changes(self, since: datetime, owner_ids: Sequence[str]) -> TaskChanges:
+        """Handoff tasks modified at/after ``since`` and, where the same call can tell, the
+        calls, emails and meetings these owners logged since then. Batched: an idle CRM
+        costs one call."""
         ...
 
     def close_tasks(self, items: Sequence[TaskClose]) -> list[WriteResult]:

@@ -22,7 +22,13 @@ HANDOFF_STATUSES = (
     "waiting: no eligible rep",
     "set aside",
     "no longer sales-ready",
+    "back in nurture",
 )
+
+#: The values of the HubSpot contact property ``crm_handoff_outcome``: what became of the
+#: person's latest handoff (``sync.judge``); ``crm_handoff_sla`` is one of HANDOFF_SLA.
+HANDOFF_OUTCOMES = ("open", "acted", "worked", "rejected", "rerouted", "reassigned", "recycled", "deleted")
+HANDOFF_SLA = ("open", "met", "missed", "none")
 
 #: Activity kinds the sales-ready rules can count.
 ACTIVITY_KINDS = (
@@ -222,3 +228,13 @@ class TaskClose:
     note: str
     status: str | None = None
     outcome: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskChanges:
+    """What changed on handoff tasks since a time (``Connector.task_changes``): the tasks
+    (deleted ones included, where the CRM says) and, where the same call can tell, touches
+    logged by the given owners (else none: ``touches`` is asked per person)."""
+
+    tasks: list[TaskState]
+    touches: list[Touch]

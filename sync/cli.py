@@ -102,6 +102,7 @@ def _parser() -> argparse.ArgumentParser:
 
     install = sub.add_parser("install", help="create the custom fields crm-handoff needs in the CRMs")
     install.add_argument("--json", action="store_true")
+    install.add_argument("--config", **cfg)
 
     run = sub.add_parser("run", help="the long-running worker: scheduled cycles, leases, /metrics")
     run.add_argument("--config", **cfg)
@@ -296,7 +297,7 @@ def cmd_install(args: argparse.Namespace, settings: Settings) -> int:
     from sync.install import install
     from sync.wiring import build_connectors
 
-    mapping = load_mappings(settings.handoff_config)
+    mapping = load_mappings(getattr(args, "config", None) or settings.handoff_config)
     report = install(build_connectors(settings, mapping), mapping)
     if args.json:
         print(json.dumps(report, sort_keys=True))

@@ -18,7 +18,7 @@ from sync.items import QueueItem
 from sync.profiles import Profile
 from sync.pulls import PeoplePull
 from sync.qualify import Qualification
-from sync.state import LedgerEntry
+from sync.state import LedgerEntry, OutcomeRow
 from sync.summary import HandoffSummary, RepCapacity
 
 log = structlog.get_logger("handoff.cycle")
@@ -110,6 +110,7 @@ class CycleContext:
     activities: dict[str, list[Activity]] = field(default_factory=dict)
     qualifications: dict[str, Qualification] = field(default_factory=dict)
     ledger: dict[str, list[LedgerEntry]] = field(default_factory=dict)
+    outcomes: dict[str, list[OutcomeRow]] = field(default_factory=dict)  # per person (sync.followup)
     pulled: Counter[str] = field(default_factory=Counter)
     counts: dict[str, Counter[str]] = field(default_factory=dict)
     scored: int = 0  # profile evaluations (a person in both CRMs may be scored twice)
@@ -149,6 +150,7 @@ class CycleContext:
             self.activities.pop(key, None)
             self.qualifications.pop(key, None)
             self.ledger.pop(key, None)
+            self.outcomes.pop(key, None)
 
 
 def reasons_json(reasons: tuple[Reason, ...] | list[Reason]) -> list[dict[str, Any]]:

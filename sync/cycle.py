@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import structlog
@@ -22,6 +22,7 @@ from sync.context import NURTURE_SHOWN, CycleContext, HandoffPlan
 from sync.engine import Engine
 from sync.evaluate import evaluate
 from sync.execute import Executor
+from sync.followup import FollowUpCounts, follow_up
 from sync.ingest import batches
 from sync.plan import plan
 from sync.preflight import check_before_writes
@@ -50,6 +51,7 @@ def run_cycle(
     """
     ctx = CycleContext(now=now, dry_run=dry_run, should_stop=should_stop)
     result = HandoffPlan()
+    followed = FollowUpCounts()
     try:
         check_before_writes(  # a ConfigError here ends the run before anything is written
             engine.mapping, engine.state, engine.connectors, engine.config_path, now, remember=not dry_run
@@ -63,6 +65,7 @@ def run_cycle(
         ctx.checkpoint()
         if not dry_run:
             execute.recover()  # before routing: those people are handed off, not queued
+            followed = follow_up(engine, ctx, execute)  # reassignments take capacity first
         for step in plan(engine, ctx, result):
             if not dry_run:
                 if ctx.should_stop and ctx.should_stop():
@@ -80,6 +83,7 @@ def run_cycle(
         ctx.stopped = str(exc)
         log.warning("cycle_stopped", reason=ctx.stopped)
     summary = _summary(engine, ctx, result)
+    summary = replace(summary, follow_up=followed.to_json())
     status = "stopped" if ctx.stopped else ("partial" if ctx.errors else "ok")
     if ctx.run_id is not None:
         engine.state.finish_run(ctx.run_id, status, summary.to_json(), ctx.now)

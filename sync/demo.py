@@ -20,6 +20,7 @@ from typing import Any
 
 from mappings.loader import load_mappings
 from mappings.models import MappingSet
+from mappings.outcomes import Sla
 from sync.settings import Settings
 
 FIRST = [
@@ -207,10 +208,10 @@ def running_sandboxes(
 
 
 def _install_hubspot(boxes: Sandboxes, mapping: MappingSet) -> None:
-    from connectors.hubspot.connector import HubSpotConnector, HubSpotSettings, install
+    from connectors.hubspot.connector import HubSpotConnector, HubSpotSettings
 
     conn = HubSpotConnector(HubSpotSettings.with_token(boxes.hubspot.base_url, boxes.hubspot.token))
-    install(conn)
+    conn.install([(c.value, c.display) for c in mapping.handoff.outcomes.choices])  # fields, outcome picklist
 
 
 def seed_demo(hs: Any, sf: Any, mapping: MappingSet, now: datetime, people: int = 300, seed: int = 7) -> None:
@@ -409,31 +410,158 @@ def _sf_activity(
 
 
 def run_demo(data_dir: Path, reset: bool = False, as_json: bool = False, config: str | None = None) -> int:
-    """Seed (first time), run one cycle on the sandboxes and SQLite, print the summary."""
+    """Seed (first time), run one cycle on the sandboxes and SQLite, print the summary;
+    then the story goes on (first time): a few days later on the demo clock, the reps have
+    worked their tasks (``act_two``), and a second cycle reads back what they did."""
     from sync.cycle import run_cycle
     from sync.report import print_summary
     from sync.wiring import build_engine, open_state
 
     if reset:
-        for name in ("hubspot.json", "salesforce.json", "state.db", "state.db-wal", "state.db-shm"):
+        for name in (*DEMO_FILES, ACT_TWO):
             (data_dir / name).unlink(missing_ok=True)
     mapping = load_mappings(config)
+    now = datetime.now(UTC)
     with running_sandboxes(data_dir, mapping) as boxes:
         settings = boxes.settings(f"sqlite:///{data_dir / 'state.db'}", config)
         state = open_state(settings)
         try:
-            result = run_cycle(build_engine(settings, mapping, state), datetime.now(UTC))
+            result = run_cycle(build_engine(settings, mapping, state), now)
+            second = None
+            if not (data_dir / ACT_TWO).exists():
+                story = act_two(boxes, now + REPS_ACT)
+                later = demo_sla(mapping)
+                second = run_cycle(build_engine(settings, later, state), next_week(now))
+                (data_dir / ACT_TWO).write_text(json.dumps(story, sort_keys=True))
+                story["reassigned"] = _moved(state, mapping)
+                story["rejected_in_hubspot"] = _hubspot_view(boxes, story.get("rejected_contact"))
         finally:
             state.close()
         hs_tasks, sf_tasks = len(boxes.hubspot_store.tasks()), len(boxes.salesforce_store.all("Task"))
     if as_json:
-        print(json.dumps(result.summary.to_json(), default=str, sort_keys=True))
-        return result.exit_code
+        out = result.summary.to_json()
+        if second is not None:
+            out["act_two"] = {"story": story, "summary": second.summary.to_json()}
+        print(json.dumps(out, default=str, sort_keys=True))
+        return max(result.exit_code, second.exit_code if second else 0)
     print_summary(result.summary)
+    if second is not None:
+        _print_act_two(story, second.summary)
     print(f"\nThe sandboxes now hold {sf_tasks} Salesforce tasks and {hs_tasks} HubSpot tasks in total.")
     print(f"Data kept in {data_dir}/ - run `handoff demo` again: nothing new is handed off twice.")
     print(f"See `HANDOFF_STATE_URL=sqlite:///{data_dir}/state.db handoff report` for stage conversion.")
-    return result.exit_code
+    return max(result.exit_code, second.exit_code if second else 0)
+
+
+DEMO_FILES = ("hubspot.json", "salesforce.json", "state.db", "state.db-wal", "state.db-shm")
+ACT_TWO = "act_two.json"  # the second act has been played (the reps acted once)
+REPS_ACT = timedelta(hours=2)  # when, after the first cycle, the reps work their tasks
+
+
+def next_week(now: datetime) -> datetime:
+    """The demo clock of the second cycle: Tuesday of the next week, 10:00 UTC (the SLA has
+    passed and the reps' weekly capacity has come back)."""
+    monday = (now + timedelta(days=7 - now.weekday())).replace(hour=10, minute=0, second=0, microsecond=0)
+    return monday + timedelta(days=1)
+
+
+def demo_sla(mapping: MappingSet) -> MappingSet:
+    """The demo's SLA: a first touch due within 16 business hours, else reassigned once (with
+    two reps or more; the shipped files only notify, as many set-ups start with one rep)."""
+    sla = mapping.handoff.sla
+    if sla.on_breach == "reassign" or sum(1 for r in mapping.reps.reps if r.active) < 2:
+        return mapping
+    demo = Sla(first_touch_within_hours=sla.first_touch_within_hours or 16, on_breach="reassign")
+    return mapping.model_copy(update={"handoff": mapping.handoff.model_copy(update={"sla": demo})})
+
+
+def act_two(boxes: Sandboxes, at: datetime) -> dict[str, Any]:
+    """The reps at work, as in the CRMs' UIs: of the handoff tasks (in key order) the first
+    HubSpot one is rejected as not a fit, the next gets a logged call, the first Salesforce
+    one is ignored, and every other one is completed."""
+    hs, sf = boxes.hubspot_store, boxes.salesforce_store
+    hs_tasks = sorted(
+        (t for t in hs.tasks() if t["properties"].get("crm_handoff_key")),
+        key=lambda t: t["properties"]["crm_handoff_key"],
+    )
+    sf_tasks = sorted(
+        (t for t in sf.all("Task") if t.get("Handoff_Key__c")), key=lambda t: t["Handoff_Key__c"]
+    )
+    story: dict[str, Any] = {"completed": 0, "called": 0, "rejected": 0, "ignored": 0}
+    for i, task in enumerate(hs_tasks):
+        contacts = task["associations"].get("contacts") or []
+        if i == 0 and contacts:
+            hs.complete_task(task["id"], at=at, outcome="not_a_fit")
+            story |= {"rejected": 1, "rejected_contact": contacts[0]}
+        elif i == 1 and contacts:
+            hs.log_call(contacts[0], task["properties"]["hubspot_owner_id"], at=at, title="Intro call")
+            story["called"] += 1
+        else:
+            hs.complete_task(task["id"], at=at)
+            story["completed"] += 1
+    for i, task in enumerate(sf_tasks):
+        if i == 0:
+            story["ignored"] += 1
+            continue
+        sf.update("Task", task["Id"], {"Status": "Completed"}, at=at)
+        story["completed"] += 1
+    return story
+
+
+def _moved(state: Any, mapping: MappingSet) -> list[tuple[str, str, str]]:
+    """(person, rep before, rep now) of each handoff reassigned."""
+    rows = {r.key: r for r in state.outcome_rows()}
+    names = {r.email: r.name for r in mapping.reps.reps}
+    out = []
+    for r in rows.values():
+        if r.state == "reassigned" and r.next_key in rows:
+            idents = state.identities_by_key([r.person_key])
+            who = (idents[0].email if idents else None) or r.person_key
+            after = rows[r.next_key].rep_email
+            out.append((who, names.get(r.rep_email, r.rep_email), names.get(after, after)))
+    return out
+
+
+def _hubspot_view(boxes: Sandboxes, contact_id: str | None) -> dict[str, str]:
+    """What a marketer sees on the rejected lead's HubSpot contact."""
+    if contact_id is None:
+        return {}
+    found: dict[str, Any] = next(
+        (c for c in boxes.hubspot_store.objects("contacts") if c["id"] == contact_id), {}
+    )
+    values = found.get("properties", {})
+    keys = (
+        "email",
+        "crm_handoff_status",
+        "crm_handoff_reason",
+        "crm_handoff_outcome",
+        "crm_handoff_outcome_reason",
+    )
+    return {k: str(values.get(k) or "") for k in keys}
+
+
+def _print_act_two(story: dict[str, Any], s: Any) -> None:
+    f = s.follow_up
+    print(f"\n--- Next week on the demo clock ({s.at[:10]}) ---")
+    print(
+        f"The reps completed {story['completed']} tasks, logged a call on {story['called']}, rejected "
+        f"{story['rejected']} as not a fit and ignored {story['ignored']}."
+    )
+    print(
+        f"crm-handoff read it back: {f.get('worked', 0)} worked, {f.get('acted', 0)} acted on, "
+        f"{f.get('rejected', 0)} rejected, {f.get('reassigned', 0)} reassigned after a missed SLA."
+    )
+    view = story.get("rejected_in_hubspot") or {}
+    if view:
+        print(
+            f"In HubSpot, {view['email']} is '{view['crm_handoff_status']}' "
+            f"(outcome {view['crm_handoff_outcome']}: {view['crm_handoff_outcome_reason']})."
+        )
+    for who, before, after in story.get("reassigned", []):
+        print(f"Reassigned after a missed SLA: {who}, from {before} to {after}")
+    print(
+        f"tasks created: hubspot {s.tasks_created.get('hubspot', 0)}, salesforce {s.tasks_created.get('salesforce', 0)}"
+    )
 
 
 def serve_sandboxes(

@@ -136,6 +136,8 @@ def _score(engine: Engine, ctx: CycleContext, profiles: Mapping[str, Profile]) -
         )
     for entry in state.ledger_for_people(list(profiles)):
         ctx.ledger.setdefault(entry.person_key, []).append(entry)
+    for row in state.outcomes_for_people(list(profiles)):
+        ctx.outcomes.setdefault(row.person_key, []).append(row)
 
 
 # --- episodes: may a person be handed off (again)? --------------------------------
@@ -145,27 +147,59 @@ def episode(engine: Engine, ctx: CycleContext, prof: Profile) -> tuple[int, bool
     """(episode for a new handoff, whether the person may be handed off now).
 
     A person handed off before gets a new episode only once their rep recycled or
-    disqualified them (a side stage) *and* they qualify again on behaviour that came
-    after that decision, or after ``recycle_cool_off_days`` on any behaviour: a rep's
-    decision holds, and the old activity never hands the lead back.
+    disqualified them (a side stage, or an outcome on the task that returns the lead:
+    ``handoff.yaml outcomes``) *and* they qualify again on behaviour that came after that
+    decision, or after the cool-off (the outcome's ``offer_again_after_days``, else
+    ``recycle_cool_off_days``) on any behaviour: a rep's decision holds, and the old
+    activity never hands the lead back. An outcome that disqualifies never does.
     """
     entries = [e for e in ctx.ledger.get(prof.key, []) if e.status != "failed"]
     if not entries:
         return 1, True
     latest = max(e.episode for e in entries)
-    recycled = prof.stage in engine.mapping.lifecycle.side_stages
+    never, returned, days = _returned(engine, ctx, prof.key, latest)
+    if never:
+        return latest, False
+    recycled = prof.stage in engine.mapping.lifecycle.side_stages or bool(returned)
     done = all(e.status == "done" for e in entries if e.episode == latest)
     if not (done and recycled):
         return latest, False
     handed = max(e.planned_at for e in entries if e.episode == latest)
-    return latest + 1, _qualifies_since(engine, ctx, prof, max(handed, _decided_at(prof)))
+    decided = max([handed, _decided_at(prof), *(r.decided_at for r in returned if r.decided_at)])
+    return latest + 1, _qualifies_since(engine, ctx, prof, decided, days)
 
 
-def _qualifies_since(engine: Engine, ctx: CycleContext, prof: Profile, since: datetime) -> bool:
+def _returned(
+    engine: Engine, ctx: CycleContext, key: str, episode: int
+) -> tuple[bool, list[Any], int | None]:
+    """How the episode's handoffs ended, from their outcomes: (disqualified for good, the
+    last handoffs if every one returned the lead, the outcome's offer-again days)."""
+    rows = [r for r in ctx.outcomes.get(key, []) if chain_episode(r.key) == episode]
+    choices = engine.mapping.handoff.outcomes.by_value()
+    picked = [choices[r.outcome] for r in rows if r.outcome in choices and r.state != "open"]
+    if any(c.action == "disqualify" for c in picked):
+        return True, [], None
+    finals = [r for r in rows if not r.next_key]  # the chain's last handoff (tasks in both CRMs: one row)
+    returned = [r for r in finals if r.state in RETURNED_STATES]
+    days = next((c.offer_again_after_days for c in picked if c.offer_again_after_days is not None), None)
+    return False, returned if finals and len(returned) == len(finals) else [], days
+
+
+RETURNED_STATES = ("rejected", "recycled", "deleted")
+
+
+def chain_episode(key: str) -> int:
+    """The episode number of a handoff key (``person#2`` or ``person#2.r1`` -> 2)."""
+    tail = key.rsplit("#", 1)[-1].split(".", 1)[0]
+    return int(tail) if tail.isdigit() else 0
+
+
+def _qualifies_since(
+    engine: Engine, ctx: CycleContext, prof: Profile, since: datetime, days: int | None = None
+) -> bool:
     rules = engine.mapping.sales_ready
-    if rules.recycle_cool_off_days is not None and ctx.now - since >= timedelta(
-        days=rules.recycle_cool_off_days
-    ):
+    cool_off = days if days is not None else rules.recycle_cool_off_days
+    if cool_off is not None and ctx.now - since >= timedelta(days=cool_off):
         return bool(ctx.qualifications.get(prof.key) and ctx.qualifications[prof.key].qualified)
     fresh = [a for a in ctx.activities.get(prof.key, []) if a.occurred_at > since]
     return qualify(rules, prof.values, prof.stage, fresh, ctx.now).qualified

@@ -30,6 +30,7 @@ from crm_handoff.records import (
     Person,
     PersonCreate,
     PersonUpdate,
+    TaskChanges,
     TaskClose,
     TaskRequest,
     TaskState,
@@ -50,6 +51,7 @@ READS = frozenset(
         "open_work",
         "read_tasks",
         "touches",
+        "task_changes",
     }
 )
 
@@ -100,6 +102,9 @@ class FencedConnector:
 
     def touches(self, person_ids: Sequence[str], since: datetime) -> Iterator[Touch]:
         return self.inner.touches(person_ids, since)
+
+    def task_changes(self, since: datetime, owner_ids: Sequence[str]) -> TaskChanges:
+        return self.inner.task_changes(since, owner_ids)
 
     # --- writes ---------------------------------------------------------------------
     def write_tasks(self, tasks: Sequence[TaskRequest]) -> list[WriteResult]:

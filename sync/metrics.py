@@ -46,6 +46,21 @@ class Metrics:
         self.nurture = Gauge(
             "handoff_kept_in_nurture", "Sales-ready people waiting after the last run", registry=r
         )
+        self.follow_up = Counter(
+            "handoff_follow_up",
+            "What became of handoffs, as the follow-up saw it (acted, worked, rejected, reassigned, ...)",
+            ["event"],
+            registry=r,
+        )
+        self.first_touch = Gauge(
+            "handoff_first_touch_hours",
+            "Hours from handoff to the rep's first touch, per rep (quantile 0.5 and 0.9)",
+            ["rep", "quantile"],
+            registry=r,
+        )
+        self.acted_on = Gauge(
+            "handoff_acted_on", "Handoffs per rep by what became of them", ["rep", "outcome"], registry=r
+        )
         self.duration = Histogram(
             "handoff_run_duration_seconds",
             "Duration of cycles",
@@ -71,8 +86,19 @@ class Metrics:
             self.capacity.labels(rep).set(cap.capacity)
             self.capacity_used.labels(rep).set(cap.used_before + cap.assigned)
         self.nurture.set(summary.kept_in_nurture)
+        _add(self.follow_up, ((k, v) for k, v in summary.follow_up.items() if k != "checked"))
         if status == "ok":
             self.last_success.set_to_current_time()
+
+    def outcomes(self, figures: dict[str, Any]) -> None:
+        """Set the per-rep outcome gauges from ``sync.outcome_figures.outcome_figures``."""
+        for rep, f in figures.get("per_rep", {}).items():
+            times = f["time_to_first_touch_hours"]
+            for q, key in (("0.5", "median"), ("0.9", "p90")):
+                if times[key] is not None:
+                    self.first_touch.labels(rep, q).set(times[key])
+            for what in ("handoffs", "acted_on", "acted_on_within_sla", "rejected", "reassigned", "open"):
+                self.acted_on.labels(rep, what).set(f[what])
 
     def failed(self, job: str, kind: str, crm: str = "") -> None:
         self.runs.labels(job, "failed").inc()

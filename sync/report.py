@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mappings.models import MappingSet
+from sync.outcome_figures import outcome_figures
 from sync.setaside import is_set_aside
 from sync.state import StateStore
 from sync.summary import CycleSummary, RunSummary
@@ -142,10 +143,21 @@ def status_data(state: StateStore) -> dict[str, Any]:
             ],
         },
         "pending_intents": len(state.open_intents()),
+        "outcomes": _outcome_status(outcome_figures(state.outcome_rows())),
         "record_errors": [
             {"run_id": e["run_id"], "crm": e["crm"], "record": e["record"], "reason": e["reason"]}
             for e in state.open_errors()
         ],
+    }
+
+
+def _outcome_status(o: dict[str, Any]) -> dict[str, Any]:
+    """The outcome figures ``handoff status`` shows (the report has them all)."""
+    keys = ("leads_handed_off", "acted_on", "acted_on_within_sla", "rejected", "reassigned", "recycled")
+    return {k: o[k] for k in keys} | {
+        "open": o["states"]["open"] + o["states"]["acted"],
+        "time_to_first_touch_hours": o["time_to_first_touch_hours"],
+        "rejection_reasons": o["rejection_reasons"],
     }
 
 
@@ -177,6 +189,14 @@ def print_status(d: dict[str, Any]) -> None:
     print(f"\nnurture queue: {d['queue']['size']} waiting; pending handoff writes: {d['pending_intents']}")
     for q in d["queue"]["top"]:
         print(f"  {q['name'] or q['person_key']} ({q['person_key']}) score {q['score']}: {q['reason']}")
+    o = d.get("outcomes") or {}
+    if o.get("leads_handed_off"):
+        t = o["time_to_first_touch_hours"]
+        print(
+            f"\nhandoffs: {o['leads_handed_off']} leads; acted on {o['acted_on']} ({o['acted_on_within_sla']} within "
+            f"SLA); still open {o['open']}; rejected {o['rejected']}; reassigned {o['reassigned']}; recycled "
+            f"{o['recycled']}; first touch median {t['median']} h, p90 {t['p90']} h"
+        )
     if d["set_aside"]["size"]:
         print(f"\nset aside (not handed off until their records are fixed): {d['set_aside']['size']}")
         for q in d["set_aside"]["people"]:
@@ -243,7 +263,8 @@ def report_data(state: StateStore, mapping: MappingSet, now: datetime | None = N
         "handoffs_per_rep": per_rep,
         "in_nurture_queue": in_queue,
         **figures.figures(state.engine, mapping, now or datetime.now(UTC)),
-        "pending": PENDING,
+        "outcomes": outcome_figures(state.outcome_rows()),
+        "pending": {k: v for k, v in PENDING.items() if k != "outcomes"},
     }
 
 
@@ -277,3 +298,36 @@ def print_report(d: dict[str, Any]) -> None:
         print()
         print(_table([[r, n] for r, n in sorted(d["handoffs_per_rep"].items())], ["rep", "handoffs"]))
     print(f"\nwaiting in nurture for rep capacity: {d['in_nurture_queue']}")
+    _print_outcomes(d.get("outcomes") or {})
+
+
+def _print_outcomes(o: dict[str, Any]) -> None:
+    """What reps did with their handoffs (``sync.outcome_figures``)."""
+    if not o.get("handoffs"):
+        return
+    t = o["time_to_first_touch_hours"]
+    print(
+        f"\nleads handed off: {o['leads_handed_off']}; acted on: {o['acted_on']} "
+        f"({o['acted_on_within_sla']} within SLA); rejected: {o['rejected']}; reassigned: {o['reassigned']}; "
+        f"recycled: {o['recycled']}; time to first touch (hours): median {t['median']}, p90 {t['p90']}"
+    )
+    for reason, n in sorted(o["rejection_reasons"].items()):
+        print(f"  rejected: {reason}: {n}")
+    rows = [
+        [
+            rep,
+            r["handoffs"],
+            r["acted_on"],
+            r["acted_on_within_sla"],
+            r["rejected"],
+            r["reassigned"],
+            r["time_to_first_touch_hours"]["median"],
+            r["time_to_first_touch_hours"]["p90"],
+        ]
+        for rep, r in o["per_rep"].items()
+    ]
+    print(
+        _table(
+            rows, ["rep", "handoffs", "acted on", "within SLA", "rejected", "reassigned", "median h", "p90 h"]
+        )
+    )

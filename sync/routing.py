@@ -136,6 +136,17 @@ class Router:
             assignments.append(Assignment(cand, load.rep, why))
         return assignments, deferrals
 
+    def route_one(self, cand: Candidate, exclude: set[str]) -> Assignment | None:
+        """Assign one candidate to the eligible rep with most capacity left, never one of
+        ``exclude`` (emails) - for reassignments; None when no such rep has room."""
+        loads = {e: ld for e, ld in self.loads.items() if e not in exclude}
+        options = [ld for ld in loads.values() if ld.left > 0 and eligible(ld.rep, cand, self.pools)]
+        if not options:
+            return None
+        load = min(options, key=lambda ld: (-ld.left, ld.assigned, ld.rep.name))
+        self.loads[load.rep.email] = RepLoad(load.rep, load.capacity, load.used_before, load.assigned + 1)
+        return Assignment(cand, load.rep, "next eligible rep with capacity")
+
 
 def plan_routing(
     candidates: Sequence[Candidate],

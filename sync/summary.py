@@ -92,6 +92,7 @@ class CycleSummary:
     errors: list[RecordError] = field(default_factory=list)
     plan: list[HandoffSummary] = field(default_factory=list)
     nurture: list[NurtureShown] = field(default_factory=list)
+    follow_up: dict[str, int] = field(default_factory=dict)  # sync.followup.FollowUpCounts
 
     def to_json(self) -> dict[str, Any]:
         """The stored and printed form."""
@@ -136,6 +137,7 @@ class CycleSummary:
             errors=_each(RecordError, raw.get("errors")),
             plan=_each(HandoffSummary, raw.get("plan")),
             nurture=_each(NurtureShown, raw.get("nurture")),
+            follow_up={k: int(v) for k, v in per_crm("follow_up").items()},
         )
 
 

@@ -16,6 +16,7 @@ STATUS_WAITING = "waiting: rep capacity"
 STATUS_NO_REP = "waiting: no eligible rep"
 STATUS_SET_ASIDE = "set aside"
 STATUS_LAPSED = "no longer sales-ready"
+STATUS_RETURNED = "back in nurture"
 
 
 @dataclass

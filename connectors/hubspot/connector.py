@@ -37,6 +37,8 @@ from connectors.retry import call as call_with_retries
 from crm_handoff.clock import utc_now
 from crm_handoff.errors import AuthError, HandoffError, RetriableCrmError
 from crm_handoff.records import (
+    HANDOFF_OUTCOMES,
+    HANDOFF_SLA,
     HANDOFF_STATUSES,
     Activity,
     Crm,
@@ -45,6 +47,7 @@ from crm_handoff.records import (
     Person,
     PersonCreate,
     PersonUpdate,
+    TaskChanges,
     TaskClose,
     TaskRequest,
     TaskState,
@@ -69,6 +72,13 @@ HANDOFF_FIELDS = {
     "date": "crm_handoff_date",
     "link": "crm_handoff_salesforce_id",
     "task_key": "crm_handoff_key",
+    # what became of the latest handoff, for HubSpot's own reports (``sync.followup``)
+    "outcome": "crm_handoff_outcome",
+    "outcome_reason": "crm_handoff_outcome_reason",
+    "outcome_date": "crm_handoff_outcome_date",
+    "first_touch": "crm_handoff_first_touch_date",
+    "sla": "crm_handoff_sla",
+    "reassigned": "crm_handoff_reassigned",
 }
 
 #: HubSpot event types (events API) -> activity kind. Portals name custom events
@@ -644,6 +654,12 @@ class HubSpotConnector:
 
         return outcomes.touches(self, person_ids, since)
 
+    def task_changes(self, since: datetime, owner_ids: Sequence[str]) -> TaskChanges:
+        """Handoff tasks modified since ``since`` (a keyset-paged search; no touches)."""
+        from connectors.hubspot import outcomes
+
+        return outcomes.task_changes(self, since)
+
     def close_tasks(self, items: Sequence[TaskClose]) -> list[WriteResult]:
         """Close tasks with a note (read, then batch update of those still open)."""
         from connectors.hubspot import outcomes
@@ -741,6 +757,12 @@ INSTALL_PROPERTIES: dict[str, list[tuple[str, str, str, str, bool]]] = {
         (HANDOFF_FIELDS["rep"], "Handoff rep", "string", "text", False),
         (HANDOFF_FIELDS["date"], "Handoff date", "date", "date", False),
         (HANDOFF_FIELDS["link"], "Salesforce record id", "string", "text", False),
+        (HANDOFF_FIELDS["outcome"], "Handoff outcome", "enumeration", "select", False),
+        (HANDOFF_FIELDS["outcome_reason"], "Handoff outcome reason", "string", "textarea", False),
+        (HANDOFF_FIELDS["outcome_date"], "Handoff outcome date", "date", "date", False),
+        (HANDOFF_FIELDS["first_touch"], "Handoff first touch", "datetime", "date", False),
+        (HANDOFF_FIELDS["sla"], "Handoff first-touch SLA", "enumeration", "select", False),
+        (HANDOFF_FIELDS["reassigned"], "Handoff reassignments", "number", "number", False),
     ],
     "tasks": [(HANDOFF_FIELDS["task_key"], "Handoff key", "string", "text", True)],
 }
@@ -780,13 +802,13 @@ def install(connector: HubSpotConnector) -> list[str]:
 
 
 def _options(name: str) -> list[dict[str, Any]]:
-    """The dropdown values of a property crm-handoff installs (the handoff status)."""
-    if name != HANDOFF_FIELDS["status"]:
-        return []
-    return [
-        {"label": v[:1].upper() + v[1:], "value": v, "displayOrder": i}
-        for i, v in enumerate(HANDOFF_STATUSES)
-    ]
+    """The dropdown values of a property crm-handoff installs (status, outcome, SLA)."""
+    values = {
+        HANDOFF_FIELDS["status"]: HANDOFF_STATUSES,
+        HANDOFF_FIELDS["outcome"]: HANDOFF_OUTCOMES,
+        HANDOFF_FIELDS["sla"]: HANDOFF_SLA,
+    }.get(name, ())
+    return [{"label": v[:1].upper() + v[1:], "value": v, "displayOrder": i} for i, v in enumerate(values)]
 
 
 def _differs(prop: Any, type_: str, options: list[dict[str, Any]]) -> bool:

@@ -11,11 +11,20 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from hubspot.crm.contacts import PublicObjectSearchRequest
 from hubspot.crm.objects.tasks import BatchInputSimplePublicObjectBatchInput
 from more_itertools import chunked
 
-from connectors.hubspot.connector import GROUP, HANDOFF_FIELDS, PAGE, _batch_errors, parse_time
-from crm_handoff.records import TaskClose, TaskState, Touch, TouchKind, WriteResult
+from connectors.hubspot.connector import (
+    GROUP,
+    HANDOFF_FIELDS,
+    PAGE,
+    SEARCH_PAGE,
+    _batch_errors,
+    _ms,
+    parse_time,
+)
+from crm_handoff.records import TaskChanges, TaskClose, TaskState, Touch, TouchKind, WriteResult
 
 if TYPE_CHECKING:
     from connectors.hubspot.connector import HubSpotConnector
@@ -62,6 +71,50 @@ def _state(task_id: str, obj: Any) -> TaskState:
         owner_id=props.get("hubspot_owner_id") or None,
         modified_at=modified,
     )
+
+
+def task_changes(conn: HubSpotConnector, since: datetime) -> TaskChanges:
+    """Handoff tasks (those with a handoff key) modified at/after ``since``, keyset-paged by
+    id so no query pages past the search API's 10,000 cap (an idle portal: one call).
+    Tasks created since then are left out unless completed: the ones crm-handoff itself
+    just wrote are not read back (two filter groups, ORed). An outcome picked on a task
+    still open and that new is read when its handoff comes due (``read_tasks``); no filter
+    names the outcome property, which a portal without ``handoff install`` lacks.
+    Deleted tasks are not searchable: ``read_tasks`` finds them when their handoff is judged.
+    Touches are not here: a call, email or meeting moves the contact's ``notes_last_updated``,
+    so ``touches`` is asked for the contacts that changed."""
+    api = conn._search_api("tasks")
+    last, tasks = "0", []
+    while True:
+        base = [
+            {"propertyName": HANDOFF_FIELDS["task_key"], "operator": "HAS_PROPERTY"},
+            {"propertyName": "hs_lastmodifieddate", "operator": "GTE", "value": _ms(since)},
+            {"propertyName": "hs_object_id", "operator": "GT", "value": last},
+        ]
+        groups = [
+            {"filters": [*base, {"propertyName": "hs_createdate", "operator": "LT", "value": _ms(since)}]},
+            {"filters": [*base, {"propertyName": "hs_task_status", "operator": "EQ", "value": COMPLETED}]},
+        ]
+        request = PublicObjectSearchRequest(
+            filter_groups=groups,
+            sorts=["hs_object_id"],
+            properties=list(TASK_PROPERTIES),
+            limit=SEARCH_PAGE,
+        )
+        page = conn._json(api, public_object_search_request=request)
+        results = page.get("results") or []
+        tasks += [_state(str(o["id"]), _Obj(o)) for o in results]
+        if len(results) < SEARCH_PAGE:
+            return TaskChanges(tasks, [])
+        last = str(results[-1]["id"])
+
+
+class _Obj:
+    """A search result (JSON) read like an SDK object (``properties``, ``updated_at``)."""
+
+    def __init__(self, raw: dict[str, Any]) -> None:
+        self.properties = raw.get("properties") or {}
+        self.updated_at = raw.get("updatedAt")
 
 
 def touches(conn: HubSpotConnector, person_ids: Sequence[str], since: datetime) -> Iterator[Touch]:

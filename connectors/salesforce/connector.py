@@ -42,6 +42,7 @@ from crm_handoff.records import (
     Person,
     PersonCreate,
     PersonUpdate,
+    TaskChanges,
     TaskClose,
     TaskRequest,
     TaskState,
@@ -750,6 +751,12 @@ class SalesforceConnector:
         from connectors.salesforce import outcomes
 
         return outcomes.touches(self, person_ids, since)
+
+    def task_changes(self, since: datetime, owner_ids: Sequence[str]) -> TaskChanges:
+        """Handoff Tasks modified since ``since`` and the owners' touches: one Composite call."""
+        from connectors.salesforce import outcomes
+
+        return outcomes.task_changes(self, since, owner_ids)
 
     def close_tasks(self, items: Sequence[TaskClose]) -> list[WriteResult]:
         """Close Tasks with a note (read, then a Collections update of those still open)."""

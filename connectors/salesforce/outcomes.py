@@ -27,7 +27,7 @@ from connectors.salesforce.connector import (
     parse_time,
 )
 from crm_handoff.errors import AuthError, CrmError, RetriableCrmError
-from crm_handoff.records import TaskClose, TaskState, Touch, TouchKind, WriteResult
+from crm_handoff.records import TaskChanges, TaskClose, TaskState, Touch, TouchKind, WriteResult
 
 if TYPE_CHECKING:
     from connectors.salesforce.connector import SalesforceConnector
@@ -117,11 +117,52 @@ def touches(conn: SalesforceConnector, person_ids: Sequence[str], since: datetim
         since,
     )
     for rec in _records(conn, "touches", [*tasks, *events], deleted=False):
-        event = (rec.get("attributes") or {}).get("type") == "Event"
-        logged = parse_time(rec.get("CreatedDate")) or since
-        own = parse_time(rec.get("StartDateTime") if event else rec.get("CompletedDateTime")) or logged
-        kind: TouchKind = "meeting" if event else "email" if rec.get("TaskSubtype") == "Email" else "call"
-        yield Touch("salesforce", rec["Id"], rec["WhoId"], kind, rec.get("OwnerId") or None, min(own, logged))
+        yield _touch(rec, since)
+
+
+def task_changes(conn: SalesforceConnector, since: datetime, owner_ids: Sequence[str]) -> TaskChanges:
+    """Handoff Tasks modified at/after ``since`` (``queryAll``: deleted ones too; those
+    created since then only when closed, deleted or given an outcome, so the Tasks
+    crm-handoff just wrote are not read back), and the calls, emails and meetings these
+    owners logged on a lead or contact since then: three statements, their first pages in
+    one Composite call (an idle org: one API call)."""
+    fields = [*_TASK_FIELDS, OUTCOME_FIELD] if has_outcome_field(conn) else list(_TASK_FIELDS)
+    key = HANDOFF_FIELDS["task_key"]
+    changed = f"SELECT {', '.join(fields)} FROM Task WHERE {key} != null AND SystemModstamp >= {{}} AND "
+    picked = f" OR {OUTCOME_FIELD} != null" if OUTCOME_FIELD in fields else ""
+    changed += f"(CreatedDate < {{}} OR IsClosed = true OR IsDeleted = true{picked})"  # not our own new ones
+    statements = [format_soql(changed, since, since)]
+    owners = sorted(set(owner_ids))
+    if owners:
+        statements += _by_ids(
+            "SELECT Id, WhoId, OwnerId, TaskSubtype, CreatedDate, CompletedDateTime, IsDeleted FROM Task "
+            f"WHERE CreatedDate >= {{}} AND TaskSubtype IN ('Call', 'Email') AND {key} = null "
+            "AND WhoId != null AND OwnerId IN {}",
+            owners,
+            since,
+        )
+        statements += _by_ids(
+            "SELECT Id, WhoId, OwnerId, CreatedDate, StartDateTime, IsDeleted FROM Event "
+            "WHERE CreatedDate >= {} AND WhoId != null AND OwnerId IN {}",
+            owners,
+            since,
+        )
+    tasks: list[TaskState] = []
+    found: list[Touch] = []
+    for rec in _records(conn, "task_changes", statements, deleted=True):
+        if rec.get(key) or "Status" in rec:
+            tasks.append(_state(str(rec["Id"]), rec))
+        elif rec.get("IsDeleted") is not True:
+            found.append(_touch(rec, since))
+    return TaskChanges(tasks, found)
+
+
+def _touch(rec: dict[str, Any], since: datetime) -> Touch:
+    event = (rec.get("attributes") or {}).get("type") == "Event"
+    logged = parse_time(rec.get("CreatedDate")) or since
+    own = parse_time(rec.get("StartDateTime") if event else rec.get("CompletedDateTime")) or logged
+    kind: TouchKind = "meeting" if event else "email" if rec.get("TaskSubtype") == "Email" else "call"
+    return Touch("salesforce", rec["Id"], rec["WhoId"], kind, rec.get("OwnerId") or None, min(own, logged))
 
 
 def close_tasks(conn: SalesforceConnector, items: Sequence[TaskClose]) -> list[WriteResult]:

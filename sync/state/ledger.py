@@ -10,6 +10,7 @@ from sqlalchemy import (
     bindparam,
     func,
     insert,
+    or_,
     select,
     update,
 )
@@ -23,6 +24,7 @@ from sync.state.rows import (
 )
 from sync.state.tables import (
     ledger,
+    outcomes,
 )
 from sync.state.types import LedgerEntry
 
@@ -43,15 +45,20 @@ class LedgerStore(_Store):
         return [_entry(r) for r in rows]
 
     def used_capacity(self, weeks: dict[str, date]) -> dict[str, int]:
-        """Handoffs (any status but failed) per rep email in that rep's current week."""
+        """Handoffs (any status but failed) per rep email in that rep's current week: each
+        counts against the week it was assigned in, whatever happens to it after, except one
+        rejected soon enough to give the slot back (``outcomes.gave_back``)."""
         out: dict[str, int] = {}
         with self._connect() as conn:
             for email, week in weeks.items():
                 count = conn.execute(
-                    select(func.count(func.distinct(ledger.c.key))).where(
+                    select(func.count(func.distinct(ledger.c.key)))
+                    .select_from(ledger.outerjoin(outcomes, outcomes.c.key == ledger.c.key))
+                    .where(
                         ledger.c.rep_email == email,
                         ledger.c.week_start == week,
                         ledger.c.status != "failed",
+                        or_(outcomes.c.gave_back.is_(None), outcomes.c.gave_back.is_(False)),
                     )
                 ).scalar_one()
                 out[email] = int(count)

@@ -11,7 +11,7 @@ from sqlalchemy import and_, bindparam, func, select, update
 
 from sync.state.base import _Store
 from sync.state.rows import _insert_new, _parts, _utc
-from sync.state.tables import identities, ledger, outcomes, people
+from sync.state.tables import identities, ledger, outcomes, people, stage_history
 
 #: Outcome states a rep can still act on (the SLA and the task are watched).
 OPEN_STATES = ("open", "acted")
@@ -36,6 +36,7 @@ class OutcomeRow:
     decided_at: datetime | None = None
     reassignments: int = 0
     next_key: str | None = None
+    gave_back: bool = False
     late: str | None = None
     written: str | None = None
 
@@ -103,6 +104,12 @@ class OutcomeStore(_Store):
                 rows += [_row(r) for r in conn.execute(q)]
         return rows
 
+    def oldest_open_outcome(self) -> datetime | None:
+        """When the oldest handoff still watched was assigned (None: none is)."""
+        q = select(func.min(outcomes.c.assigned_at)).where(outcomes.c.state.in_(OPEN_STATES))
+        with self._connect() as conn:
+            return _utc(conn.execute(q).scalar_one_or_none())
+
     def due_outcomes(self, now: datetime, limit: int = 5000) -> list[OutcomeRow]:
         """Open, untouched handoffs whose first touch was due by ``now``."""
         q = (
@@ -159,4 +166,27 @@ class OutcomeStore(_Store):
                 for key, crm, task_id in conn.execute(stmt, {"keys": part}):
                     if task_id:
                         out.setdefault(key, []).append((crm, task_id))
+        return out
+
+    def stage_entries_of(
+        self, person_keys: Sequence[str], stages: Sequence[str]
+    ) -> dict[str, list[tuple[str, datetime]]]:
+        """Person key -> the recorded entries into these stages: (stage, entered at)."""
+        out: dict[str, list[tuple[str, datetime]]] = {}
+        with self._connect() as conn:
+            for part in _parts(sorted(set(person_keys))):
+                q = select(stage_history).where(
+                    stage_history.c.person_key.in_(part), stage_history.c.stage.in_(list(stages))
+                )
+                for r in conn.execute(q):
+                    out.setdefault(r.person_key, []).append((r.stage, _utc(r.entered_at) or r.entered_at))
+        return out
+
+    def ledger_has(self, keys: Sequence[str]) -> dict[str, str]:
+        """Of these handoff keys, those the ledger holds (any status): key -> rep email."""
+        out: dict[str, str] = {}
+        with self._connect() as conn:
+            for part in _parts(sorted(set(keys))):
+                q = select(ledger.c.key, ledger.c.rep_email).where(ledger.c.key.in_(part))
+                out |= {k: r for k, r in conn.execute(q)}
         return out

@@ -169,6 +169,7 @@ outcomes = Table(  # what became of each handoff (key = the ledger's): ``sync.fo
     Column("decided_at", DateTime(timezone=True)),
     Column("reassignments", Integer, nullable=False, default=0),
     Column("next_key", String(80)),  # the handoff this one was reassigned or rerouted to
+    Column("gave_back", Boolean, nullable=False, default=False),  # rejected soon enough: slot returned
     Column("late", Text),  # what the rep did after the handoff had ended (kept, not acted on)
     Column("written", Text),  # the HubSpot outcome properties last written (a JSON digest)
     Column("updated_at", DateTime(timezone=True), nullable=False),

@@ -31,6 +31,18 @@ def test_demo_tells_the_story_and_reruns_idempotently(tmp_path):
     assert s["people_pulled"]["hubspot"] > 100 and s["people_pulled"]["salesforce"] > 50
     assert s["errors"] == []
 
+    act = s["act_two"]  # next week on the demo clock: what the reps did came back
+    story, later = act["story"], act["summary"]
+    assert later["errors"] == []
+    assert later["follow_up"]["worked"] == story["completed"] and later["follow_up"]["rejected"] == 1
+    assert later["follow_up"]["reassigned"] == 1  # the ignored one, after its missed SLA
+    view = story["rejected_in_hubspot"]
+    assert (
+        view["crm_handoff_status"] == "back in nurture" and view["crm_handoff_outcome_reason"] == "Not a fit"
+    )
+    ((_, before, after),) = story["reassigned"]
+    assert before != after
+
     second = _demo(tmp_path)
     assert second.returncode == 0, second.stderr
     assert "tasks created: hubspot 0, salesforce 0" in second.stdout

@@ -36,6 +36,7 @@ def upgrade() -> None:
         sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("reassignments", sa.Integer(), nullable=False),
         sa.Column("next_key", sa.String(length=80), nullable=True),
+        sa.Column("gave_back", sa.Boolean(), nullable=False),
         sa.Column("late", sa.Text(), nullable=True),
         sa.Column("written", sa.Text(), nullable=True),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
@@ -46,8 +47,8 @@ def upgrade() -> None:
         batch_op.create_index("ix_outcomes_rep_email", ["rep_email"], unique=False)
         batch_op.create_index("ix_outcomes_state", ["state"], unique=False)
     op.execute(
-        "INSERT INTO outcomes (key, person_key, rep_email, assigned_at, state, sla, reassignments, updated_at) "
-        "SELECT key, MIN(person_key), MIN(rep_email), MIN(COALESCE(confirmed_at, planned_at)), 'open', 'none', 0, "
+        "INSERT INTO outcomes (key, person_key, rep_email, assigned_at, state, sla, reassignments, gave_back, updated_at) "
+        "SELECT key, MIN(person_key), MIN(rep_email), MIN(COALESCE(confirmed_at, planned_at)), 'open', 'none', 0, FALSE, "
         "MIN(COALESCE(confirmed_at, planned_at)) FROM ledger WHERE status = 'done' GROUP BY key"
     )
 
