@@ -46,6 +46,7 @@ from mappings.loader import load_mappings
 from sync import logs
 from sync.lease import LOST, Fence, Heartbeat, Leases, default_holder
 from sync.metrics import Metrics
+from sync.outcome_figures import outcome_figures
 from sync.schedule import Job, load_schedule
 from sync.settings import Settings
 from sync.state import StateStore
@@ -185,6 +186,7 @@ class Worker:
         if s.run_id:
             self.state.annotate_run(s.run_id, {"job": job, "worker": self.holder, "run_uid": run_uid})
         self.metrics.observe(s, job, status, time.monotonic() - started)
+        self.metrics.outcomes(outcome_figures(self.state.outcome_rows()))
         self.last_run = {"job": job, "status": status, "run": s.run_id, "at": s.at}
         log.info(
             "run_finished",

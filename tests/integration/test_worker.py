@@ -123,6 +123,9 @@ def test_worker_runs_cycles_serves_matching_metrics_and_stops_on_sigterm(crms, t
         assert {k: scraped.get(k) for k in expected} == expected
         assert scraped[("handoff_handoffs_total", (("rep", "dana@northwind.example"),))] == 6
         assert scraped[("handoff_rep_capacity_used", (("rep", "dana@northwind.example"),))] == 6
+        dana = (("outcome", "handoffs"), ("rep", "dana@northwind.example"))  # from the outcome rows
+        assert scraped[("handoff_acted_on", dana)] == 6
+        assert scraped[("handoff_acted_on", (("outcome", "open"), ("rep", "dana@northwind.example")))] == 6
     finally:
         took = stop(proc)
     assert proc.returncode == 0
