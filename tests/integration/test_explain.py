@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sync.cli import main
-from tests.integration.conftest import add_ready_contact, add_rep_users, mapping_dir, rep, sync_json
+from tests.integration.conftest import add_lead, add_ready_contact, add_rep_users, mapping_dir, rep, sync_json
 
 DANA = "dana@northwind.example"
 BEN = "ben@northwind.example"
@@ -169,3 +169,25 @@ def test_explain_someone_the_state_does_not_hold_is_one_line_exit_1(crms, monkey
     assert code == 1 and out == ""
     assert err.startswith("error: no person 'nobody@nowhere.example' in the state (")
     assert len(err.strip().splitlines()) == 1
+
+
+def test_explain_by_salesforce_id_merges_both_records_and_shows_each_stage(crms, monkeypatch, tmp_path):
+    cfg = mapping_dir(tmp_path, reps=[rep(DANA, "salesforce")])
+    _, user = add_rep_users(crms, DANA)
+    hs_id = add_ready_contact(crms, 5)
+    lead = add_lead(crms, 5)  # the same person: same email
+
+    code, summary = sync_json(crms, monkeypatch, cfg)
+    assert code == 0 and summary["handed_off"] == 1, summary["errors"]
+
+    data = explain_json(crms, monkeypatch, cfg, f"salesforce:{lead}")
+    assert data["records"]["hubspot"]["id"] == hs_id and data["records"]["salesforce"]["id"] == lead
+    assert data["records"]["salesforce"]["owner"] == DANA  # the owners cache names the user
+    assert set(data["stages"]) == {"hubspot", "salesforce"} and data["stage"] == "sql"
+    assert data["profile"]["email"] == "lead5@acme5.example" and data["profile"]["title"] == "VP Marketing"
+    [h] = data["handoffs"]
+    assert h["crm"] == "salesforce" and h["rep"] == DANA
+    [task] = crms.sf_tasks()
+    assert h["task_id"] == task["Id"] and task["OwnerId"] == user and task["WhoId"] == lead
+    assert data["routing"]["decision"].startswith(f"handed off to {DANA} (episode 1, ")
+    assert explain_json(crms, monkeypatch, cfg, hs_id)["person_key"] == data["person_key"]
