@@ -215,6 +215,7 @@ def _reps(engine: Engine, ctx: CycleContext, prof: Profile, last: RunSummary | N
         out.append(
             {
                 "rep": rep.email,
+                "owner": rep.email == (cand.owner_email or "").lower(),  # keeps the lead while not full
                 "eligible": ok,
                 "why": "eligible" if ok else ineligible_why(rep, prof.values, engine.mapping),
                 "unavailable": _unavailable(engine, ctx, rep, last),
@@ -301,21 +302,26 @@ def _waiting(item: QueueItem, reps: Sequence[Mapping[str, Any]]) -> str:
     """Why a queued person is kept in nurture: which reps are full, or why none is eligible."""
     if item.snapshot.set_aside:
         return item.snapshot.set_aside
-    fits = [r for r in reps if r["eligible"]]
+    # the existing owner keeps the lead while active and not full, eligible or not (sync.routing)
+    fits = [r for r in reps if r["eligible"] or (r["owner"] and r["why"] != "inactive in reps.yaml")]
     if not fits:
         whys = "; ".join(f"{r['rep']}: {r['why']}" for r in reps)
         return f"kept in nurture: no eligible rep ({whys})"
     ready = [r for r in fits if not r["unavailable"]]
     if not ready:
-        whys = "; ".join(f"{r['rep']}: {r['unavailable']}" for r in fits)
+        whys = "; ".join(f"{_who(r)}: {r['unavailable']}" for r in fits)
         return f"kept in nurture: no eligible rep can receive tasks now ({whys})"
     full = [r for r in ready if r["full"]]
     if len(full) == len(ready):
-        whys = "; ".join(f"{r['rep']} is full ({r['used']} of {r['capacity']} this week)" for r in full)
+        whys = "; ".join(f"{_who(r)} is full ({r['used']} of {r['capacity']} this week)" for r in full)
         return f"kept in nurture: every eligible rep is at weekly capacity ({whys})"
-    room = ", ".join(f"{r['rep']} ({r['left']} left)" for r in ready if not r["full"])
+    room = ", ".join(f"{_who(r)} ({r['left']} left)" for r in ready if not r["full"])
     last = f"; last cycle: {item.reason}" if item.status_written else ""
     return f"on the queue: eligible reps with room: {room}; routed by score at the next cycle{last}"
+
+
+def _who(rep: Mapping[str, Any]) -> str:
+    return f"{rep['rep']} (the existing owner)" if rep["owner"] else str(rep["rep"])
 
 
 # --- printing ---------------------------------------------------------------------
@@ -352,7 +358,9 @@ def _print_routing(data: Mapping[str, Any]) -> None:
     if routing["owner"]:
         print(f"  existing owner: {routing['owner']}")
     for r in routing["reps"]:
-        state = "eligible" if r["eligible"] else f"not eligible: {r['why']}"
+        state = ("eligible" if r["eligible"] else f"not eligible: {r['why']}") + (
+            " (the existing owner)" if r["owner"] else ""
+        )
         extra = f"; {r['unavailable']}" if r["unavailable"] else ""
         print(f"  {r['rep']}: {state}; {r['used']} of {r['capacity']} used this week{extra}")
     if data["queue"]:

@@ -104,6 +104,7 @@ def test_explain_a_person_kept_in_nurture_says_which_rep_was_full(crms, monkeypa
     assert data["routing"]["reps"] == [
         {
             "rep": DANA,
+            "owner": False,
             "eligible": True,
             "why": "eligible",
             "unavailable": None,
@@ -191,3 +192,25 @@ def test_explain_by_salesforce_id_merges_both_records_and_shows_each_stage(crms,
     assert h["task_id"] == task["Id"] and task["OwnerId"] == user and task["WhoId"] == lead
     assert data["routing"]["decision"].startswith(f"handed off to {DANA} (episode 1, ")
     assert explain_json(crms, monkeypatch, cfg, hs_id)["person_key"] == data["person_key"]
+
+
+def test_explain_says_when_the_existing_owner_is_full(crms, monkeypatch, tmp_path):
+    reps = [rep(DANA, "hubspot", minutes=20, per_lead=20), rep(BEN, "hubspot", territories=["Germany"])]
+    cfg = mapping_dir(tmp_path, reps=reps)
+    owner, _ = add_rep_users(crms, DANA)
+    add_rep_users(crms, BEN)
+    add_ready_contact(crms, 1)  # score 65: routed first, to Dana (Ben covers Germany only)
+    owned = contact(crms, 6, hubspot_owner_id=owner, country="United States")
+    event(crms, owned, "e_attended_webinar", 2)
+
+    code, summary = sync_json(crms, monkeypatch, cfg)
+    assert code == 0 and summary["handed_off_per_rep"] == {DANA: 1} and summary["kept_in_nurture"] == 1
+
+    code, out, err = explain(crms, monkeypatch, cfg, owned)
+    assert code == 0, err
+    assert (
+        "routing: kept in nurture: every eligible rep is at weekly capacity "
+        f"({DANA} (the existing owner) is full (1 of 1 this week))"
+    ) in out
+    assert f"  existing owner: {DANA}" in out
+    assert f"  {BEN}: not eligible: territory: country United States is not in Germany; 0 of 6 used" in out
