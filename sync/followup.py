@@ -29,6 +29,7 @@ from typing import Any
 import structlog
 
 from crm_handoff.records import TaskClose, TaskState, Touch
+from mappings.availability import Schedule
 from mappings.lifecycle import funnel_rank
 from mappings.models import Rep
 from sync.calendar import deadline
@@ -149,13 +150,17 @@ def open_rows(engine: Engine, ctx: CycleContext) -> int:
 
 
 def _due(engine: Engine, rep: Rep | None, assigned: datetime, hours: float | None) -> datetime | None:
-    """When the first touch is due: ``hours`` of the rep's working time after assignment
-    (holidays stop the clock; out-of-office days do not: the breach rules handle them)."""
     if hours is None or rep is None:
         return None
-    schedule = replace(engine.mapping.reps.schedule_for(rep), out_of_office=())
+    return first_touch_due(engine.mapping.reps.schedule_for(rep), assigned, hours)
+
+
+def first_touch_due(schedule: Schedule, assigned: datetime, hours: float) -> datetime | None:
+    """When the first touch is due: ``hours`` of the rep's working time after assignment.
+    Holidays stop the clock; out-of-office days do not (a rep who goes away misses the SLA
+    and the breach rules move the lead on). None when the schedule has no working time."""
     try:
-        return deadline(schedule, assigned, hours)
+        return deadline(replace(schedule, out_of_office=()), assigned, hours)
     except ValueError:
         return None
 

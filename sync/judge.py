@@ -89,14 +89,16 @@ def _picked(row: OutcomeRow, seen: Seen, picked: str, outcomes: Outcomes, now: d
         d.error = f"outcome {picked!r} is not one of handoff.yaml outcomes ({listed})"
         return d
     _touched(row, seen, d, rejecting=choice.rejects)
-    d.changes |= {"outcome": picked, "reason": choice.display, "decided_at": now}
+    marked = [t.modified_at for t in seen.tasks if t.outcome == picked and t.modified_at]
+    decided = min(max(marked), now) if marked else now  # when the rep picked it, as the CRM says
+    d.changes |= {"outcome": picked, "reason": choice.display, "decided_at": decided}
     if not choice.rejects:
         d.changes["state"] = "worked"
         d.changes["completed_at"] = _first([t.completed_at for t in seen.tasks]) or now
         return d
     d.changes["state"] = "rerouted" if choice.action == "reroute" else "rejected"
     hours = outcomes.give_back_if_rejected_within_hours
-    d.changes["gave_back"] = hours is not None and (now - row.assigned_at).total_seconds() <= hours * 3600
+    d.changes["gave_back"] = hours is not None and (decided - row.assigned_at).total_seconds() <= hours * 3600
     d.action, d.reason = choice.action, choice.display
     return d
 

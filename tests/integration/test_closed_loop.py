@@ -163,3 +163,28 @@ def test_six_handoffs_worked_called_rejected_and_two_reassigned(crms, monkeypatc
     assert again["follow_up"]["reassigned"] == 0 and again["handed_off"] == 0
     hs_after, sf_after = tasks_by_email(crms)
     assert sum(map(len, sf_after.values())) == 8 and sum(map(len, hs_after.values())) == 8
+
+
+@pytest.mark.parametrize(("minutes", "gives_back"), [(30, True), (120, False)])
+def test_a_quick_rejection_gives_the_weekly_slot_back(crms, monkeypatch, tmp_path, minutes, gives_back):
+    """handoff.yaml give_back_if_rejected_within_hours (1 in the shipped file): a lead
+    rejected this soon after assignment does not count against the rep's week."""
+    reps = [rep(A, "hubspot", 40, 20, timezone="UTC")]  # capacity 2
+    add_rep_users(crms, A)
+    cfg = mapping_dir(tmp_path, reps=reps)
+    run_cli(crms, monkeypatch, "install", "--config", str(cfg))
+    for i in range(3):
+        add_ready_contact(crms, i)
+    t0 = datetime.now(UTC)
+    code, week = sync_json(crms, monkeypatch, cfg)
+    assert code == 0 and week["handed_off"] == 2 and week["kept_in_nurture"] == 1
+    first = crms.hs_tasks()[0]
+    crms.hs_store.complete_task(first.id, at=t0 + timedelta(minutes=minutes), outcome="not_a_fit")
+    soon = (t0 + timedelta(minutes=minutes + 5)).isoformat()
+    if datetime.fromisoformat(soon).isocalendar()[:2] != t0.isocalendar()[:2]:
+        pytest.skip("the test would cross into next week, where capacity comes back anyway")
+    code, later = sync_json(crms, monkeypatch, cfg, "--as-of", soon)
+    assert code == 0, later["errors"]
+    assert later["follow_up"]["rejected"] == 1
+    assert later["handed_off"] == (1 if gives_back else 0)
+    assert len(crms.hs_tasks()) == (3 if gives_back else 2)

@@ -25,11 +25,14 @@ ROW = OutcomeRow("p#1", "p", "ana@x.example", T0, T0 + 8 * H, "open", "open")
 
 
 def task(
-    closed: bool = False, outcome: str | None = None, deleted: bool = False, done: datetime | None = None
+    closed: bool = False,
+    outcome: str | None = None,
+    deleted: bool = False,
+    done: datetime | None = None,
+    modified: datetime = T0,
 ):
-    return TaskState(
-        "p#1", "t1", "COMPLETED" if closed else "NOT_STARTED", closed, done, outcome, "o1", T0, deleted
-    )
+    status = "COMPLETED" if closed else "NOT_STARTED"
+    return TaskState("p#1", "t1", status, closed, done, outcome, "o1", modified, deleted)
 
 
 def test_nothing_seen_before_the_due_time_changes_nothing():
@@ -56,10 +59,11 @@ def test_an_outcome_that_keeps_is_worked():
 
 
 def test_a_rejection_returns_the_lead_and_gives_the_slot_back_only_when_quick():
-    quick = judge(ROW, Seen((task(closed=True, outcome="not_a_fit"),)), OUTCOMES, SLA, T0 + 0.5 * H)
+    quick = judge(ROW, Seen((task(True, "not_a_fit", modified=T0 + 0.5 * H),)), OUTCOMES, SLA, T0 + 5 * H)
     assert quick.changes["state"] == "rejected" and quick.action == "nurture" and quick.reason == "Not a fit"
     assert quick.changes["gave_back"] is True and "first_touch_at" not in quick.changes  # not acted on
-    slow = judge(ROW, Seen((task(outcome="not_a_fit"),)), OUTCOMES, SLA, T0 + 5 * H)
+    assert quick.changes["decided_at"] == T0 + 0.5 * H  # when the rep picked it, not when it was read
+    slow = judge(ROW, Seen((task(outcome="not_a_fit", modified=T0 + 2 * H),)), OUTCOMES, SLA, T0 + 2.5 * H)
     assert slow.changes["gave_back"] is False
     reroute = judge(ROW, Seen((task(outcome="wrong_rep"),)), OUTCOMES, SLA, T0 + 5 * H)
     assert reroute.action == "reroute" and reroute.changes["state"] == "rerouted"
