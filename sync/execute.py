@@ -19,12 +19,12 @@ pull checkpoints and ledger intents are saved, so the next run continues from th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from crm_handoff.records import Person
+from crm_handoff.records import Person, TaskClose
 from sync import queue
 from sync.context import PLAN_BATCH, CycleContext, PlannedHandoff, record_error
 from sync.engine import Engine
@@ -224,6 +224,20 @@ class Executor:
         if self.engine.mapping.handoff.set_owner and owner and not person.converted_to:
             values[conn.owner_field] = owner
         return values
+
+    # --- follow-up (sync.followup) ---------------------------------------------
+    def close_tasks(self, closes: Mapping[str, Sequence[TaskClose]]) -> None:
+        """Close tasks with their note (idempotent: one already closed is left); a task a CRM
+        refused is a record error."""
+        for crm, items in closes.items():
+            for res in self.engine.connectors[crm].close_tasks(items) if items else []:
+                if not res.ok:
+                    record_error(self.state, self.ctx, crm, f"task {res.key}", res.error or "not closed")
+
+    def people(self, writes: Writes) -> None:
+        """Send field writes on people (one batch per CRM) and mirror them."""
+        if writes.values or writes.clear_first:
+            send(self.engine, self.ctx, writes)
 
     # --- nurture ---------------------------------------------------------------
     def nurture(self, step: PlanStep) -> None:

@@ -41,7 +41,6 @@ from sync.judge import Decision, Seen, judge
 from sync.outside import add_outside_work
 from sync.plan import PlanStep, available_reps, brief_for
 from sync.routing import Candidate, Router, week_start
-from sync.send import send
 from sync.state import OutcomeRow
 from sync.writes import STATUS_RETURNED, Writes, handoff_values, stage_values
 
@@ -112,7 +111,7 @@ def follow_up(engine: Engine, ctx: CycleContext, execute: Executor) -> FollowUpC
     counts.checked = len(rows)
     work = _Work(rows, _decide(engine, ctx, rows, seen))
     _act(engine, ctx, execute, work, counts)
-    send(engine, ctx, work.writes)
+    execute.people(work.writes)
     engine.state.save_outcomes(work.changes, ctx.now)
     for crm, at in marks.items():
         engine.state.set_watermark(crm, WATERMARK, at.isoformat())
@@ -428,7 +427,7 @@ def _move_on(
     if planned:
         execute.handoffs(PlanStep(handoffs=planned), last=True)
     made = engine.state.ledger_tasks([next_key(k) for k in to])
-    _close_old(engine, ctx, {k: rep for k, rep in to.items() if next_key(k) in made}, work, counts)
+    _close_old(engine, ctx, execute, {k: rep for k, rep in to.items() if next_key(k) in made}, work, counts)
 
 
 def _router(engine: Engine, ctx: CycleContext) -> Router:
@@ -473,7 +472,12 @@ def _handoff(
 
 
 def _close_old(
-    engine: Engine, ctx: CycleContext, moved: Mapping[str, Rep], work: _Work, counts: FollowUpCounts
+    engine: Engine,
+    ctx: CycleContext,
+    execute: Executor,
+    moved: Mapping[str, Rep],
+    work: _Work,
+    counts: FollowUpCounts,
 ) -> None:
     """The old handoffs' tasks closed as reassigned with a note, then their rows ended."""
     tasks = engine.state.ledger_tasks(list(moved))
@@ -483,10 +487,7 @@ def _close_old(
         note = f"Reassigned to {rep.name} by crm-handoff: {d.reason}."
         for crm, task_id in tasks.get(key, []):
             closes.setdefault(crm, []).append(TaskClose(task_id, note))
-    for crm, items in closes.items():
-        for res in engine.connectors[crm].close_tasks(items):
-            if not res.ok:
-                record_error(engine.state, ctx, crm, f"task {res.key}", res.error or "not closed")
+    execute.close_tasks(closes)
     for key, rep in moved.items():
         d, row = work.decisions[key], work.rows[key]
         state = "rerouted" if d.action == "reroute" else "reassigned"
