@@ -174,3 +174,18 @@ outcomes = Table(  # what became of each handoff (key = the ledger's): ``sync.fo
     Column("written", Text),  # the HubSpot outcome properties last written (a JSON digest)
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
+
+webhook_deliveries = Table(  # webhook events as received (``sync.webhooks``), one per event id
+    "webhook_deliveries",
+    metadata,
+    Column("crm", String(20), primary_key=True),
+    Column("event_id", String(40), primary_key=True),
+    Column("kind", String(64), nullable=False),  # the subscription type
+    Column("object_id", String(32), nullable=False),
+    Column("people", JSON, nullable=False),  # record ids to read again
+    Column("occurred_at", DateTime(timezone=True)),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("processed_at", DateTime(timezone=True)),  # null: pending
+    Column("event", JSON, nullable=False),
+    Index("ix_webhook_deliveries_pending", "processed_at", "received_at"),
+)

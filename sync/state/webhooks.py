@@ -8,26 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Index, String, Table, delete, func, select, update
+from sqlalchemy import delete, func, select, update
 
 from sync.state.base import _Store
 from sync.state.rows import _insert_new, _parts, _utc
-from sync.state.tables import metadata
-
-webhook_deliveries = Table(  # webhook events as received (``sync.webhooks``), one per event id
-    "webhook_deliveries",
-    metadata,
-    Column("crm", String(20), primary_key=True),
-    Column("event_id", String(40), primary_key=True),
-    Column("kind", String(64), nullable=False),  # the subscription type
-    Column("object_id", String(32), nullable=False),
-    Column("people", JSON, nullable=False),  # record ids to read again
-    Column("occurred_at", DateTime(timezone=True)),
-    Column("received_at", DateTime(timezone=True), nullable=False),
-    Column("processed_at", DateTime(timezone=True)),  # null: pending
-    Column("event", JSON, nullable=False),
-    Index("ix_webhook_deliveries_pending", "processed_at", "received_at"),
-)
+from sync.state.tables import webhook_deliveries
 
 
 @dataclass(frozen=True)
