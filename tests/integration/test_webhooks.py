@@ -349,3 +349,22 @@ def test_deletion_and_merge_deliveries_reach_the_mirror_and_queue_in_a_micro_cyc
     assert len({q["person_key"] for q in state.queued()}) == 1  # the deleted contact left the queue
     assert not any(gone in q["person_key"] for q in state.queued())
     state.close()
+
+
+@pytest.mark.parametrize("state_url", ["sqlite"], indirect=True)
+def test_a_missed_delivery_is_handed_off_by_the_scheduled_cycle(crms, tmp_path, state_url):
+    cfg = _cfg(crms, tmp_path)
+    cid = _fit_contact(crms, 4)
+    port = free_port()
+    env = _webhook_env(port, HANDOFF_SYNC_INTERVAL_SECONDS="2")  # webhooks on, but HubSpot sends none
+    proc = start_worker(crms.env, cfg, tmp_path / "worker.log", **env)
+    try:
+        wait_for(lambda: finished_runs(state_url), 60, "the first cycle")
+        crms.hs_store.submit_form(cid, "Request a demo")
+        wait_for(lambda: _tasks(crms), 30, "the task from a scheduled cycle")
+    finally:
+        stop(proc)
+    assert _tasks(crms) == Counter({f"hs-{cid}#1": 1})
+    assert _events(state_url) == []
+    runs = [r["summary"] for r in finished_runs(state_url)]
+    assert {r["job"] for r in runs} == {"sync"} and sum(r["handed_off"] for r in runs) == 1
