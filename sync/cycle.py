@@ -22,7 +22,7 @@ from sync.context import NURTURE_SHOWN, CycleContext, HandoffPlan
 from sync.engine import Engine
 from sync.evaluate import evaluate
 from sync.execute import Executor
-from sync.followup import FollowUpCounts, follow_up
+from sync.followup import FollowUpCounts, follow_up, open_rows
 from sync.ingest import batches
 from sync.plan import plan
 from sync.preflight import check_before_writes
@@ -78,6 +78,7 @@ def run_cycle(
             ctx.forget(step.routed)
         if not dry_run:
             execute.finish()
+            open_rows(engine, ctx)  # this cycle's handoffs are watched (and reported) from now on
             execute.prune()
     except (QuotaExhausted, StopRequested) as exc:
         ctx.stopped = str(exc)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import statistics
 from collections import Counter
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from sync.followup import chain_key
@@ -67,6 +68,31 @@ def _leads(rows: Sequence[OutcomeRow]) -> dict[str, int]:
     }
 
 
+def _week(at: datetime) -> str:
+    """The Monday (UTC) of the week a handoff was assigned in."""
+    return (at.date() - timedelta(days=at.weekday())).isoformat()
+
+
+def _weekly(rows: Sequence[OutcomeRow]) -> list[dict[str, Any]]:
+    """Per week assigned and rep: handoffs, acted on, within SLA, rejected, reassigned, open
+    (the report page's rows; filters: date range, rep, the rep's CRM)."""
+    groups: dict[tuple[str, str], list[OutcomeRow]] = {}
+    for r in rows:
+        groups.setdefault((_week(r.assigned_at), r.rep_email), []).append(r)
+    keys = ("handoffs", "acted_on", "acted_on_within_sla", "rejected", "reassigned", "open")
+    out = []
+    for (week, rep), mine in sorted(groups.items()):
+        counts = _counts(mine)
+        out.append({"week": week, "rep": rep, **{k: counts[k] for k in keys}})
+    return out
+
+
+def _reasons(rows: Sequence[OutcomeRow]) -> list[dict[str, Any]]:
+    """Per rep and reason: the rejections (the report page's rows)."""
+    found = Counter((r.rep_email, r.reason or "") for r in rows if r.state in ("rejected", "rerouted"))
+    return [{"rep": rep, "reason": reason, "count": n} for (rep, reason), n in sorted(found.items())]
+
+
 def outcome_figures(rows: Sequence[OutcomeRow]) -> dict[str, Any]:
     """Every outcome figure (see the module): by lead, per rep, and the handoffs' states."""
     every = _counts(rows)
@@ -83,6 +109,8 @@ def outcome_figures(rows: Sequence[OutcomeRow]) -> dict[str, Any]:
         "handoffs": len(rows),
         "states": {s: by_state.get(s, 0) for s in ("open", "acted", *ENDED)},
         "time_to_first_touch_hours": every["time_to_first_touch_hours"],
+        "weekly": _weekly(rows),
+        "reasons": _reasons(rows),
         "per_rep": {
             e: _counts([r for r in rows if r.rep_email == e]) for e in sorted({r.rep_email for r in rows})
         },

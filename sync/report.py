@@ -252,6 +252,7 @@ def report_data(state: StateStore, mapping: MappingSet, now: datetime | None = N
         for a, b in pairs
     ]
     current = state.current_stages()
+    outcomes = outcome_figures(state.outcome_rows())
     with state.engine.connect() as conn:
         per_rep = figures.handoffs_per_rep(conn)
         in_queue = figures.queue_size(conn)
@@ -262,10 +263,19 @@ def report_data(state: StateStore, mapping: MappingSet, now: datetime | None = N
         "conversion": conversion,
         "handoffs_per_rep": per_rep,
         "in_nurture_queue": in_queue,
-        **figures.figures(state.engine, mapping, now or datetime.now(UTC)),
-        "outcomes": outcome_figures(state.outcome_rows()),
+        **_with_outcome_tiles(figures.figures(state.engine, mapping, now or datetime.now(UTC)), outcomes),
+        "outcomes": outcomes,
         "pending": {k: v for k, v in PENDING.items() if k != "outcomes"},
     }
+
+
+def _with_outcome_tiles(page: dict[str, Any], outcomes: dict[str, Any]) -> dict[str, Any]:
+    """The scorecard gains the outcome figures: acted on within SLA, median hours to first touch."""
+    card = page["payoff"]["scorecard"]
+    leads = outcomes["leads_handed_off"]
+    card["acted_on_within_sla_rate"] = round(outcomes["acted_on_within_sla"] / leads, 4) if leads else None
+    card["first_touch_median_hours"] = outcomes["time_to_first_touch_hours"]["median"]
+    return page
 
 
 def report_page(state: StateStore, mapping: MappingSet, now: datetime | None = None, where: str = "") -> str:

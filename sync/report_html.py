@@ -243,6 +243,61 @@ def _payoff_by_rep(rows: list[dict[str, Any]], d: Mapping[str, Any]) -> Spec:
     )
 
 
+def _with_crm(rows: list[dict[str, Any]], d: Mapping[str, Any], *filters: str) -> Spec:
+    """Rows per rep, filtered by the rep's CRM (from the mapping's reps) and ``filters``."""
+    return (
+        _base(rows, *filters)
+        .transform_lookup(
+            lookup="rep", from_=alt.LookupData(alt.InlineData(values=d["reps"]), "rep", ["crm"])
+        )
+        .transform_filter(BY_CRM)
+    )
+
+
+def _acted_on(rows: list[dict[str, Any]], d: Mapping[str, Any]) -> Spec:
+    measures = ["handoffs", "acted_on", "acted_on_within_sla"]
+    return (
+        _with_crm(rows, d, BY_REP, BY_WEEK)
+        .transform_fold(measures, as_=["measure", "leads"])
+        .mark_bar()
+        .encode(
+            x=alt.X("week:O", title="week handed off", timeUnit="yearmonthdate"),
+            xOffset=alt.XOffset("measure:N", sort=measures),
+            y=alt.Y("sum(leads):Q", title="handoffs"),
+            color=alt.Color("measure:N", scale=_domain(measures), sort=measures, title=None),
+            tooltip=["week:T", "measure:N", alt.Tooltip("sum(leads):Q", title="handoffs")],
+        )
+    )
+
+
+def _rep_outcomes(rows: list[dict[str, Any]], d: Mapping[str, Any]) -> Spec:
+    kinds = ["acted_on", "rejected", "reassigned", "open"]
+    return (
+        _with_crm(rows, d, BY_REP, BY_WEEK)
+        .transform_fold(kinds, as_=["outcome", "handoffs_of"])
+        .mark_bar()
+        .encode(
+            y=alt.Y("rep:N", title=None),
+            x=alt.X("sum(handoffs_of):Q", title="handoffs"),
+            color=alt.Color("outcome:N", scale=_domain(kinds), sort=kinds, title="what became of them"),
+            tooltip=["rep:N", "outcome:N", alt.Tooltip("sum(handoffs_of):Q", title="handoffs")],
+        )
+    )
+
+
+def _rejections(rows: list[dict[str, Any]], d: Mapping[str, Any]) -> Spec:
+    return (
+        _with_crm(rows, d, BY_REP)
+        .mark_bar()
+        .encode(
+            y=alt.Y("reason:N", title=None),
+            x=alt.X("sum(count):Q", title="rejections"),
+            color=alt.Color("rep:N", scale=_domain(reps_of(d)), title="rep"),
+            tooltip=["reason:N", "rep:N", alt.Tooltip("sum(count):Q", title="rejections")],
+        )
+    )
+
+
 CHARTS: tuple[ChartDef, ...] = (
     ChartDef(
         "funnel-now",
@@ -293,6 +348,31 @@ CHARTS: tuple[ChartDef, ...] = (
         _capacity,
     ),
     ChartDef(
+        "acted-on",
+        "Marketing's leads acted on by sales",
+        "Per week, the leads handed to reps, how many the rep acted on (a call, email, meeting or the task "
+        "completed), and how many within the follow-up SLA: the number this whole process exists to raise.",
+        "date range, rep, CRM (the rep's)",
+        lambda d: d["outcomes"]["weekly"],
+        _acted_on,
+    ),
+    ChartDef(
+        "rep-outcomes",
+        "What reps did with their handoffs",
+        "Per rep, the handoffs acted on, rejected, reassigned after a missed SLA, and still open.",
+        "date range, rep, CRM (the rep's)",
+        lambda d: d["outcomes"]["weekly"],
+        _rep_outcomes,
+    ),
+    ChartDef(
+        "rejections",
+        "Why reps rejected leads",
+        "The reasons reps gave on the task when they handed a lead back, per rep.",
+        "rep, CRM (the rep's)",
+        lambda d: d["outcomes"]["reasons"],
+        _rejections,
+    ),
+    ChartDef(
         "nurture-ages",
         "Nurture queue by age",
         "Sales-ready people waiting for rep capacity, by how long they have waited.",
@@ -334,6 +414,8 @@ TILES = (
     ("sql_rate_handed_off", "SQL rate of handed-off leads", "percent"),
     ("win_rate_handed_off", "win rate of handed-off leads", "percent"),
     ("win_rate_not_handed_off", "win rate of MQLs never handed off", "percent"),
+    ("acted_on_within_sla_rate", "handed-off leads acted on within SLA", "percent"),
+    ("first_touch_median_hours", "median hours to first touch", "number"),
 )
 
 
