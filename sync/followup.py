@@ -47,6 +47,7 @@ from sync.writes import STATUS_RETURNED, Writes, handoff_values, stage_values
 log = structlog.get_logger("handoff.followup")
 
 WATERMARK = "task_changes"
+DUE_PAGE = 5000  # due handoffs read again and judged together
 _CHAIN = re.compile(r"^(?P<base>.+?)(?:\.r(?P<n>\d+))?$")
 _RETURNING = ("nurture", "recycle", "disqualify", "deleted")
 
@@ -104,19 +105,46 @@ def follow_up(engine: Engine, ctx: CycleContext, execute: Executor) -> FollowUpC
         return counts
     counts.opened = open_rows(engine, ctx)
     marks = {crm: ctx.now for crm in engine.connectors}
-    seen = _observe(engine, ctx)
-    due = engine.state.due_outcomes(ctx.now)
-    _confirm(engine, ctx, due, seen)
-    rows = engine.state.outcomes_by_keys([*seen, *(r.key for r in due)])
-    counts.checked = len(rows)
-    work = _Work(rows, _decide(engine, ctx, rows, seen))
-    _act(engine, ctx, execute, work, counts)
-    execute.people(work.writes)
-    engine.state.save_outcomes(work.changes, ctx.now)
+    _handle(engine, ctx, execute, _observe(engine, ctx), counts, confirmed=False)
+    after: tuple[datetime, str] | None = None
+    while due := engine.state.due_outcomes(ctx.now, after, DUE_PAGE):  # a page at a time: memory stays flat
+        after = (due[-1].due_at or ctx.now, due[-1].key)
+        seen: dict[str, Seen] = {}
+        _confirm(engine, ctx, due, seen)
+        _handle(engine, ctx, execute, seen, counts, confirmed=True)
+        ctx.checkpoint()
     for crm, at in marks.items():
         engine.state.set_watermark(crm, WATERMARK, at.isoformat())
     counts.opened += open_rows(engine, ctx)  # the handoffs reassignments just made
     return counts
+
+
+def _handle(
+    engine: Engine,
+    ctx: CycleContext,
+    execute: Executor,
+    seen: Mapping[str, Seen],
+    counts: FollowUpCounts,
+    confirmed: bool,
+) -> None:
+    """Judge and act on these handoffs; their rows are saved once the writes went out.
+    Unless ``confirmed`` (read again as due), a breach is left for the due pass."""
+    if not seen:
+        return
+    rows = engine.state.outcomes_by_keys(list(seen))
+    counts.checked += len(rows)
+    decisions = _decide(engine, ctx, rows, seen)
+    if not confirmed:
+        decisions = {k: d for k, d in decisions.items() if not _breach_only(rows[k], d)}
+    work = _Work(rows, decisions)
+    _act(engine, ctx, execute, work, counts)
+    execute.people(work.writes)
+    engine.state.save_outcomes(work.changes, ctx.now)
+
+
+def _breach_only(row: OutcomeRow, d: Decision) -> bool:
+    """A decision that is a breach and nothing else (it needs the due pass's fresh reads)."""
+    return row.sla == "open" and d.changes.get("sla") == "missed" and "first_touch_at" not in d.changes
 
 
 # --- 1. outcome rows -------------------------------------------------------------
@@ -241,8 +269,7 @@ def _confirm(engine: Engine, ctx: CycleContext, due: Sequence[OutcomeRow], seen:
         records = [str(getattr(i, f"{crm}_id")) for i in idents if getattr(i, f"{crm}_id")]
         if records:
             touches += list(engine.connectors[crm].touches(records, since))
-    for key, found in _seen(engine, ctx, tasks, touches, keys).items():
-        seen[key] = found
+    seen.update(_seen(engine, ctx, tasks, touches, keys))
 
 
 def _seen(

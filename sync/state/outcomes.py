@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 
 from sync.state.base import _Store
 from sync.state.rows import _insert_new, _parts, _utc
@@ -110,14 +110,18 @@ class OutcomeStore(_Store):
         with self._connect() as conn:
             return _utc(conn.execute(q).scalar_one_or_none())
 
-    def due_outcomes(self, now: datetime, limit: int = 5000) -> list[OutcomeRow]:
-        """Open, untouched handoffs whose first touch was due by ``now``."""
-        q = (
-            select(outcomes)
-            .where(outcomes.c.state == "open", outcomes.c.sla == "open", outcomes.c.due_at <= now)
-            .order_by(outcomes.c.due_at, outcomes.c.key)
-            .limit(limit)
+    def due_outcomes(
+        self, now: datetime, after: tuple[datetime, str] | None = None, limit: int = 5000
+    ) -> list[OutcomeRow]:
+        """Open, untouched handoffs whose first touch was due by ``now``, in (due, key) order
+        after ``after`` (keyset paging)."""
+        q = select(outcomes).where(
+            outcomes.c.state == "open", outcomes.c.sla == "open", outcomes.c.due_at <= now
         )
+        if after is not None:
+            at, key = after
+            q = q.where(or_(outcomes.c.due_at > at, and_(outcomes.c.due_at == at, outcomes.c.key > key)))
+        q = q.order_by(outcomes.c.due_at, outcomes.c.key).limit(limit)
         with self._connect() as conn:
             return [_row(r) for r in conn.execute(q)]
 
