@@ -197,7 +197,7 @@ class TaskState:
     deleted: bool = False
 
 
-TouchKind = Literal["call", "email", "meeting", "task"]
+TouchKind = Literal["call", "email", "meeting", "task", "lead status"]
 
 
 @dataclass(frozen=True, slots=True)

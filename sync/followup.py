@@ -214,7 +214,52 @@ def _observe(engine: Engine, ctx: CycleContext) -> dict[str, Seen]:
         touches += changes.touches
     if "hubspot" in engine.connectors:
         touches += _hubspot_touches(engine, since["hubspot"])
+    for crm in engine.connectors:
+        touches += _status_moves(engine, crm, since[crm])
     return _seen(engine, ctx, tasks, touches)
+
+
+#: Where a person's lead status is, per CRM (a Salesforce contact has none).
+STATUS_FIELD = {"hubspot": "hs_lead_status", "salesforce": "Status"}
+
+
+def working_statuses(engine: Engine, crm: str) -> set[str]:
+    """Lead statuses that mean a rep is working the lead: those the funnel maps to SQL or
+    later, except the one crm-handoff itself writes on a handoff (``lifecycle.yaml``)."""
+    lc = engine.mapping.lifecycle
+    out: set[str] = set()
+    for stage in lc.funnel[lc.funnel.index("sql") :] if "sql" in lc.funnel else ():
+        match = lc.stages.get(stage)
+        if match is not None:
+            out |= set(getattr(match, crm).lead_status)
+    written = lc.write.get("sql")
+    if written is not None:
+        out.discard(getattr(written, crm).lead_status or "")
+    return out
+
+
+def _status_moves(engine: Engine, crm: str, since: datetime) -> list[Touch]:
+    """Open, untouched handoffs whose record the rep moved to a working lead status after
+    the handoff (from the mirror: no call); the record's change time is the touch."""
+    wanted = working_statuses(engine, crm)
+    changed = engine.state.untouched_changed(crm, since) if wanted else []
+    people = {p.id: p for p in engine.state.people_by_ids(crm, [i for _, i in changed])}
+    out: list[Touch] = []
+    for row, record_id in changed:
+        person = people.get(record_id)
+        status = (person.values if person else {}).get(STATUS_FIELD[crm])
+        if person is not None and status in wanted and person.modified_at >= row.assigned_at:
+            out.append(
+                Touch(
+                    person.crm,
+                    f"status:{person.id}",
+                    person.id,
+                    "lead status",
+                    person.owner_id,
+                    person.modified_at,
+                )
+            )
+    return out
 
 
 def _hubspot_touches(engine: Engine, since: datetime) -> list[Touch]:

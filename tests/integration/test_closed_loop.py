@@ -188,3 +188,22 @@ def test_a_quick_rejection_gives_the_weekly_slot_back(crms, monkeypatch, tmp_pat
     assert later["follow_up"]["rejected"] == 1
     assert later["handed_off"] == (1 if gives_back else 0)
     assert len(crms.hs_tasks()) == (3 if gives_back else 2)
+
+
+def test_a_rep_moving_the_lead_status_on_is_a_first_touch(crms, monkeypatch, tmp_path):
+    """The rep sets the HubSpot lead status to Connected (a status the funnel maps to SQL,
+    other than the one crm-handoff writes itself): acted on, no call logged needed."""
+    reps = [rep(A, "hubspot", 120, 20, timezone="UTC")]
+    add_rep_users(crms, A)
+    cfg = mapping_dir(tmp_path, reps=reps, handoff={"sla": SLA | {"on_breach": "notify"}})
+    contact = add_ready_contact(crms, 0)
+    code, week = sync_json(crms, monkeypatch, cfg)
+    assert code == 0 and week["handed_off"] == 1
+    assert crms.hs_store.contacts()[0]["hs_lead_status"] == "IN_PROGRESS"  # crm-handoff's own write
+    crms.hs_store.update_contact(contact, {"hs_lead_status": "CONNECTED"})
+    code, later = sync_json(crms, monkeypatch, cfg)
+    assert code == 0, later["errors"]
+    assert later["follow_up"]["acted"] == 1
+    code, out, _ = run_cli(crms, monkeypatch, "report", "--json", "--config", str(cfg))
+    o = json.loads(out)["outcomes"]
+    assert o["acted_on_within_sla"] == 1 and o["states"]["acted"] == 1
