@@ -248,7 +248,10 @@ def _queue(engine: Engine, ctx: CycleContext, profiles: Mapping[str, Profile], w
     for key, prof in profiles.items():
         _sync_writes(engine, prof, writes)
         q = ctx.qualifications[key]
-        blocked = None if q.qualified else missing_email(q.score, threshold, q.blockers)
+        # would be sales-ready but for missing data: a definition holds (a file without
+        # definitions: the score reaches the threshold)
+        would = threshold if q.definitions_met else min(q.score, threshold - 1)
+        blocked = None if q.qualified else missing_email(would, threshold, q.blockers)
         if (q.qualified or blocked) and episode(engine, ctx, prof)[1]:
             if q.qualified:
                 ctx.qualified.add(key)
@@ -276,12 +279,18 @@ def _left_queue(
     for prof, q in lapsed:
         if prof.key not in queued:
             continue
-        why = "; ".join(q.blockers) or f"score {q.score} of {threshold}: qualifying activity left its window"
+        why = "; ".join(q.blockers) or _lapsed_why(engine, q, threshold)
         for person in (prof.hubspot, prof.salesforce):
             if person is not None and person.crm in engine.connectors and not person.converted_to:
                 conn = engine.connectors[person.crm]
                 values = handoff_values(conn, STATUS_LAPSED, why, q.score, "", ctx.now)
                 writes.put(person.crm, person.id, person.object_type, values)
+
+
+def _lapsed_why(engine: Engine, q: Qualification, threshold: int) -> str:
+    """Why a queued person is no longer sales-ready though nothing blocks them."""
+    why = f"score {q.score} of {threshold}: qualifying activity left its window"
+    return f"{why}; nearest: {q.next_step}" if engine.mapping.sales_ready.definitions else why
 
 
 def _sync_writes(engine: Engine, prof: Profile, writes: Writes) -> None:

@@ -214,3 +214,17 @@ def test_explain_says_when_the_existing_owner_is_full(crms, monkeypatch, tmp_pat
     ) in out
     assert f"  existing owner: {DANA}" in out
     assert f"  {BEN}: not eligible: territory: country United States is not in Germany; 0 of 6 used" in out
+
+
+def test_a_definition_met_without_an_email_is_set_aside_with_the_reason(crms, monkeypatch, tmp_path):
+    cfg = mapping_dir(tmp_path, reps=[rep(DANA, "hubspot")])
+    add_rep_users(crms, DANA)
+    cid = crms.hs_store.add_contact({"firstname": "Noa", "lastname": "Mail", **PLAIN})  # no email
+    event(crms, cid, "e_attended_webinar", 2)  # 20 points: only the definition makes them ready
+
+    _, summary = sync_json(crms, monkeypatch, cfg)
+    assert summary["handed_off"] == 0 and summary["set_aside"] == 1, summary
+    assert summary["nurture"][0]["reason"] == "set aside: no email address"
+    data = explain_json(crms, monkeypatch, cfg, cid)
+    assert data["definitions_met"] == ["Attended a webinar"] and data["blockers"] == ["missing email"]
+    assert data["routing"]["decision"] == "set aside: no email address"
