@@ -248,6 +248,7 @@ def _queue(engine: Engine, ctx: CycleContext, profiles: Mapping[str, Profile], w
     for key, prof in profiles.items():
         _sync_writes(engine, prof, writes)
         q = ctx.qualifications[key]
+        _missing_write(engine, prof, q, writes)
         # would be sales-ready but for missing data: a definition holds (a file without
         # definitions: the score reaches the threshold)
         would = threshold if q.definitions_met else min(q.score, threshold - 1)
@@ -291,6 +292,18 @@ def _lapsed_why(engine: Engine, q: Qualification, threshold: int) -> str:
     """Why a queued person is no longer sales-ready though nothing blocks them."""
     why = f"score {q.score} of {threshold}: qualifying activity left its window"
     return f"{why}; nearest: {q.next_step}" if engine.mapping.sales_ready.definitions else why
+
+
+def _missing_write(engine: Engine, prof: Profile, q: Qualification, writes: Writes) -> None:
+    """What the person still needs to be sales-ready, on the HubSpot contact (``crm_handoff_missing``,
+    empty once sales-ready), for marketing's nurture to aim at; written only when it changed."""
+    hs, conn = prof.hubspot, engine.connectors.get("hubspot")
+    name = conn.handoff_fields.get("missing") if conn is not None else None
+    if hs is None or name is None:
+        return
+    value = q.next_step[:1000]
+    if (hs.values.get(name) or "") != value:
+        writes.put("hubspot", hs.id, hs.object_type, {name: value})
 
 
 def _sync_writes(engine: Engine, prof: Profile, writes: Writes) -> None:

@@ -79,6 +79,8 @@ HANDOFF_FIELDS = {
     "first_touch": "crm_handoff_first_touch_date",
     "sla": "crm_handoff_sla",
     "reassigned": "crm_handoff_reassigned",
+    # what a person not yet sales-ready still needs, for marketing's nurture to aim at
+    "missing": "crm_handoff_missing",
 }
 
 #: HubSpot event types (events API) -> activity kind. Portals name custom events
@@ -167,7 +169,7 @@ class HubSpotConnector:
         )
         base = {"email", "firstname", "lastname", "lifecyclestage", "hs_lead_status"}
         base |= {"hubspot_owner_id", "lastmodifieddate", "notes_last_updated", "hs_merged_object_ids"}
-        base |= {HANDOFF_FIELDS["link"], HANDOFF_FIELDS["status"]}
+        base |= {HANDOFF_FIELDS["link"], HANDOFF_FIELDS["status"], HANDOFF_FIELDS["missing"]}
         self.properties = sorted(base | set(properties))
         # HubSpot stamps "Became a ... Date" itself when a write moves the lifecycle stage
         self.stamp_fields = type(self).stamp_fields | {
@@ -763,6 +765,7 @@ INSTALL_PROPERTIES: dict[str, list[tuple[str, str, str, str, bool]]] = {
         (HANDOFF_FIELDS["first_touch"], "Handoff first touch", "datetime", "date", False),
         (HANDOFF_FIELDS["sla"], "Handoff first-touch SLA", "enumeration", "select", False),
         (HANDOFF_FIELDS["reassigned"], "Handoff reassignments", "number", "number", False),
+        (HANDOFF_FIELDS["missing"], "What is missing to be sales-ready", "string", "text", False),
     ],
     "tasks": [(HANDOFF_FIELDS["task_key"], "Handoff key", "string", "text", True)],
 }

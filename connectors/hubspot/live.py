@@ -24,4 +24,4 @@ def read_schema(conn: HubSpotConnector) -> CrmSchema:
 
 def own_fields() -> list[str]:
     """Properties ``handoff install`` creates."""
-    return [HANDOFF_FIELDS[k] for k in ("status", "reason", "score", "rep", "date", "link", "task_key")]
+    return list(HANDOFF_FIELDS.values())
