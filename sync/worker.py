@@ -63,6 +63,7 @@ WEBHOOK_JOB = "webhooks"  # the micro-cycle after webhook deliveries
 WEBHOOK_RETENTION = timedelta(days=3)  # processed events kept to recognise HubSpot's retries (24 h)
 RETRY_BUSY = 0.5  # seconds before a micro-cycle that found the lease or the worker busy tries again
 RETRY_MAX = 300.0  # the longest back-off after failed micro-cycles
+MICRO_WAIT = 120.0  # how long a scheduled job waits for a micro-cycle to finish
 SKIP_RETENTION = timedelta(days=7)
 EXIT_FORCED = 3
 
@@ -102,6 +103,8 @@ class Worker:
         self.deliveries.set()  # at start: what a killed worker acknowledged
         self._pruned = 0.0
         self._cycle = threading.Lock()
+        self._running: str | None = None  # the job holding ``_cycle``
+        self._scheduled_waiting = threading.Event()  # a scheduled job waits for a micro-cycle
         self.last_run: dict[str, Any] = {}
         self.scheduler = BackgroundScheduler(
             timezone=UTC,
@@ -119,14 +122,32 @@ class Worker:
         """Run ``job`` once if this worker may: returns ok, partial, failed or skipped."""
         if self.stopping.is_set():
             return self._skip(job, "stopping", "the worker is stopping")
-        if not self._cycle.acquire(blocking=False):
+        if job == WEBHOOK_JOB and self._scheduled_waiting.is_set():
+            return self._skip(job, "busy", "a scheduled cycle goes first")
+        if not self._acquire(job):
             return self._skip(job, "busy", "another cycle is running in this worker")
+        self._running = job
         try:
             return self._leased(job)
         finally:
+            self._running = None
             self._cycle.release()
             if job != WEBHOOK_JOB:
                 self.deliveries.set()  # events that arrived meanwhile may be waiting
+
+    def _acquire(self, job: str) -> bool:
+        """This worker's cycle lock. A scheduled job that finds a micro-cycle running waits
+        for it (it ends within seconds; no micro-cycle starts meanwhile), so a steady flow
+        of webhooks never crowds out the scheduled safety net."""
+        if self._cycle.acquire(blocking=False):
+            return True
+        if job == WEBHOOK_JOB or self._running != WEBHOOK_JOB:
+            return False
+        self._scheduled_waiting.set()
+        try:
+            return self._cycle.acquire(timeout=MICRO_WAIT)
+        finally:
+            self._scheduled_waiting.clear()
 
     def _leased(self, job: str) -> str:
         ttl = self.settings.handoff_lease_ttl_seconds

@@ -216,3 +216,42 @@ def test_webhook_settings(monkeypatch, tmp_path):
         load_settings()
     monkeypatch.delenv("HUBSPOT_WEBHOOK_URL")
     assert not load_settings().webhooks_enabled
+
+
+def test_a_scheduled_job_waits_for_a_micro_cycle_instead_of_skipping(state, tmp_path):
+    import threading
+
+    from sync.settings import Settings
+    from sync.worker import WEBHOOK_JOB, Worker
+
+    settings = Settings(handoff_state_url=state.url, handoff_worker_id="me")  # type: ignore[call-arg]
+    worker = Worker(settings, state, config=str(tmp_path / "missing"))  # a run fails fast: on the config
+    worker._cycle.acquire()  # a micro-cycle is running
+    worker._running = WEBHOOK_JOB
+    results: list[str] = []
+    scheduled = threading.Thread(target=lambda: results.append(worker.run_job("sync")))
+    scheduled.start()
+    deadline = time.monotonic() + 5
+    while not worker._scheduled_waiting.is_set() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert worker.run_job(WEBHOOK_JOB) == "skipped"  # no new micro-cycle while the schedule waits
+    worker._running = None
+    worker._cycle.release()  # the micro-cycle ends
+    scheduled.join(timeout=10)
+    assert results == ["failed"]  # it ran (and failed on the missing mapping), not skipped
+    skipped = [r for r in state.recent_runs(10) if r["status"] == "skipped"]
+    assert skipped == []  # neither wait nor the micro-cycle's retry is recorded as a skipped run
+
+
+def test_a_second_scheduled_job_still_skips_while_a_scheduled_cycle_runs(state, tmp_path):
+    from sync.settings import Settings
+    from sync.worker import Worker
+
+    settings = Settings(handoff_state_url=state.url, handoff_worker_id="me")  # type: ignore[call-arg]
+    worker = Worker(settings, state, config=str(tmp_path / "missing"))
+    worker._cycle.acquire()
+    worker._running = "sync"
+    started = time.monotonic()
+    assert worker.run_job("weekly-reset@UTC") == "skipped"
+    assert time.monotonic() - started < 1
+    worker._cycle.release()
