@@ -78,6 +78,7 @@ class HandoffPlan:
 
     handoffs: list[HandoffSummary] = field(default_factory=list)  # the first PLAN_SHOWN
     handed_off: int = 0
+    from_nurture: int = 0  # of those, people who had waited in nurture since an earlier cycle
     per_rep: Counter[str] = field(default_factory=Counter)
     nurture: list[NurtureItem] = field(default_factory=list)
     nurture_reasons: Counter[str] = field(default_factory=Counter)

@@ -24,6 +24,7 @@ from sync.evaluate import evaluate
 from sync.execute import Executor
 from sync.followup import FollowUpCounts, follow_up, open_rows
 from sync.ingest import batches
+from sync.notify import deliver
 from sync.plan import plan
 from sync.preflight import check_before_writes
 from sync.setaside import is_set_aside
@@ -80,6 +81,7 @@ def run_cycle(
             execute.finish()
             open_rows(engine, ctx)  # this cycle's handoffs are watched (and reported) from now on
             execute.prune()
+            deliver(engine, ctx)  # this cycle's notifications, and earlier ones not sent yet
     except (QuotaExhausted, StopRequested) as exc:
         ctx.stopped = str(exc)
         log.warning("cycle_stopped", reason=ctx.stopped)
@@ -142,6 +144,7 @@ def _summary(engine: Engine, ctx: CycleContext, plan: HandoffPlan) -> CycleSumma
         profiles_scored=ctx.scored,
         qualified=len(ctx.qualified),
         handed_off=plan.handed_off,
+        handed_off_from_nurture=plan.from_nurture,
         handed_off_per_rep=dict(plan.per_rep),
         capacity_per_rep=dict(plan.capacity),
         unavailable_reps=plan.unavailable_reps,

@@ -338,6 +338,27 @@ def nurture_daily(conn: Connection) -> list[dict[str, Any]]:
     return [{"day": _iso(day), "waiting": int(n)} for day, n in conn.execute(q)]
 
 
+def overflow_daily(conn: Connection) -> list[dict[str, Any]]:
+    """Per day: leads handed off, and of them the nurture overflow of earlier cycles offered
+    again (from the runs' summaries; runs before this figure was recorded count as none)."""
+    d = conn.dialect.name
+    handed = runs.c.summary["handed_off"].as_integer()
+    again = runs.c.summary["handed_off_from_nurture"].as_integer()
+    inner = (
+        select(_day(runs.c.started_at, d).label("day"), handed.label("handed"), again.label("again"))
+        .where(runs.c.status.in_(("ok", "partial", "stopped")), handed.is_not(None))
+        .subquery()
+    )
+    q = select(inner.c.day, func.sum(inner.c.handed), func.sum(func.coalesce(inner.c.again, 0))).group_by(
+        inner.c.day
+    )
+    return [
+        {"day": _iso(day), "handed_off": int(h or 0), "offered_again": int(a or 0)}
+        for day, h, a in conn.execute(q)
+        if h
+    ]
+
+
 def monthly(conn: Connection, cohort_stage: str) -> list[dict[str, Any]]:
     """Per month and CRM: people entering ``cohort_stage`` (MQLs), handoffs (done, by the
     month first planned) and people who became sales-ready that month still waiting."""
@@ -509,6 +530,7 @@ def figures(engine: Engine, mapping: MappingSet, now: datetime) -> dict[str, Any
                 **nurture_summary(conn, now),
                 "ages": nurture_ages(conn, now),
                 "daily": nurture_daily(conn),
+                "overflow_daily": overflow_daily(conn),
             },
             "payoff": {**payoff, "monthly": month_rows, "scorecard": scorecard(payoff, month_rows, funnel)},
         }

@@ -26,7 +26,7 @@ from sync.engine import Engine
 from sync.evaluate import episode, load_profiles
 from sync.items import QueueItem
 from sync.outside import add_outside_work
-from sync.routing import Candidate, Router, week_start
+from sync.routing import Assignment, Candidate, Router, week_start
 from sync.setaside import QueuedPerson, SetAside, set_aside
 from sync.summary import RepCapacity
 
@@ -84,9 +84,21 @@ def plan(engine: Engine, ctx: CycleContext, summary: HandoffPlan) -> Iterator[Pl
             step.handoffs = [
                 h for a in batch if (h := planned_handoff(engine, ctx, a.candidate.person_key, a.rep, a.why))
             ]
+            summary.from_nurture += _waited(batch, step.handoffs, ctx)
         yield from steps
     for email, load in router.loads.items():
         summary.capacity[email] = RepCapacity(load.capacity, load.used_before, load.assigned, load.left)
+
+
+def _waited(batch: Sequence[Assignment], handoffs: Sequence[PlannedHandoff], ctx: CycleContext) -> int:
+    """How many of these handoffs are people who waited in nurture since an earlier cycle
+    (overflow offered again): queued before this cycle began."""
+    made = {h.profile.key for h in handoffs}
+    return sum(
+        1
+        for a in batch
+        if a.candidate.person_key in made and a.candidate.qualified_at and a.candidate.qualified_at < ctx.now
+    )
 
 
 def available_reps(engine: Engine, ctx: CycleContext) -> tuple[list[Rep], dict[str, str]]:

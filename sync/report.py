@@ -265,7 +265,7 @@ def report_data(state: StateStore, mapping: MappingSet, now: datetime | None = N
         "in_nurture_queue": in_queue,
         **_with_outcome_tiles(figures.figures(state.engine, mapping, now or datetime.now(UTC)), outcomes),
         "outcomes": outcomes,
-        "pending": {k: v for k, v in PENDING.items() if k != "outcomes"},
+        "pending": {k: v for k, v in PENDING.items() if k not in ("outcomes", "overflow")},
     }
 
 

@@ -206,6 +206,22 @@ def _nurture_daily(rows: list[dict[str, Any]], d: Mapping[str, Any]) -> Spec:
     )
 
 
+def _overflow(rows: list[dict[str, Any]], d: Mapping[str, Any]) -> Spec:
+    kinds: list[Any] = ["handed_off", "offered_again"]
+    return (
+        _base(rows, BY_DAY)
+        .transform_fold(kinds, as_=["measure", "leads"])
+        .mark_bar()
+        .encode(
+            x=alt.X("day:O", title="day", timeUnit="yearmonthdate"),
+            xOffset=alt.XOffset("measure:N", sort=kinds),
+            y=alt.Y("leads:Q", title="leads handed off"),
+            color=alt.Color("measure:N", scale=_domain(kinds), sort=kinds, title=None),
+            tooltip=["day:T", "measure:N", "leads:Q"],
+        )
+    )
+
+
 def _payoff_monthly(rows: list[dict[str, Any]], d: Mapping[str, Any]) -> Spec:
     return (
         _base(rows, BY_CRM, BY_MONTH)
@@ -387,6 +403,14 @@ CHARTS: tuple[ChartDef, ...] = (
         "date range",
         lambda d: d["nurture"]["daily"],
         _nurture_daily,
+    ),
+    ChartDef(
+        "overflow",
+        "Nurture overflow offered again",
+        "Per day, the leads handed off, and how many of them had waited in nurture for rep capacity since an earlier cycle.",
+        "date range",
+        lambda d: d["nurture"]["overflow_daily"],
+        _overflow,
     ),
     ChartDef(
         "payoff-monthly",

@@ -75,6 +75,7 @@ class CycleSummary:
     profiles_scored: int = 0
     qualified: int = 0
     handed_off: int = 0
+    handed_off_from_nurture: int = 0  # of those, overflow of earlier cycles offered again
     handed_off_per_rep: dict[str, int] = field(default_factory=dict)
     capacity_per_rep: dict[str, RepCapacity] = field(default_factory=dict)
     unavailable_reps: dict[str, str] = field(default_factory=dict)
@@ -120,6 +121,7 @@ class CycleSummary:
             profiles_scored=count("profiles_scored"),
             qualified=count("qualified"),
             handed_off=count("handed_off"),
+            handed_off_from_nurture=count("handed_off_from_nurture"),
             handed_off_per_rep=per_crm("handed_off_per_rep"),
             capacity_per_rep={r: RepCapacity(**c) for r, c in per_crm("capacity_per_rep").items()},
             unavailable_reps=per_crm("unavailable_reps"),

@@ -29,6 +29,7 @@ def test_capacity_six_handed_off_twenty_four_nurtured_then_next_six(crms, monkey
     assert week1["qualified"] == 30
     assert week1["handed_off_per_rep"] == {"dana@northwind.example": 6}
     assert week1["kept_in_nurture"] == 24
+    assert week1["handed_off_from_nurture"] == 0  # nobody had waited before this first cycle
     tasks = crms.sf_tasks()
     assert len(tasks) == 6 and {t["OwnerId"] for t in tasks} == {user}
     assert all(t["WhoId"].startswith("00Q") for t in tasks)
@@ -52,6 +53,7 @@ def test_capacity_six_handed_off_twenty_four_nurtured_then_next_six(crms, monkey
     code, week2 = sync_json(crms, monkeypatch, cfg, "--as-of", next_week)
     assert code == 0, week2["errors"]
     assert week2["handed_off_per_rep"] == {"dana@northwind.example": 6}
+    assert week2["handed_off_from_nurture"] == 6  # the overflow of week 1, offered again
     assert sorted(h["person_key"] for h in week2["plan"]) == sorted(n["person_key"] for n in waiting[:6])
     assert len(crms.sf_tasks()) == 12
     assert week2["kept_in_nurture"] == 18

@@ -245,8 +245,15 @@ def test_an_empty_state_has_no_figures_and_no_made_up_rates(state):
     assert d["cohorts"] == [] and d["time_in_stage"] == [] and d["rep_weeks"] == []
     card = d["payoff"]["scorecard"]
     assert card["mql_per_month"] is None and card["win_rate_handed_off"] is None
-    assert d["nurture"] == {"waiting": 0, "set_aside": 0, "oldest_days": None, "ages": [], "daily": []}
-    assert set(d["pending"]) == {"content", "overflow"}  # outcomes arrived (sync.outcome_figures)
+    assert d["nurture"] == {
+        "waiting": 0,
+        "set_aside": 0,
+        "oldest_days": None,
+        "ages": [],
+        "daily": [],
+        "overflow_daily": [],
+    }
+    assert set(d["pending"]) == {"content"}  # outcomes and overflow arrived
     assert d["outcomes"]["leads_handed_off"] == 0 and d["outcomes"]["time_to_first_touch_hours"]["median"] is None
     assert d["reps"][0]["weekly_capacity"] > 0
 
