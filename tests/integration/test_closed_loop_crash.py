@@ -143,3 +143,19 @@ def test_a_rep_who_completes_after_the_reassignment_is_noted_not_undone(crms, mo
     o = json.loads(out)["outcomes"]
     assert o["late_after_reassignment"] == 1 and o["per_rep"][A]["reassigned"] == 1
     assert o["per_rep"][A]["acted_on_within_sla"] == 0
+
+
+def test_a_salesforce_task_deleted_by_hand_is_read_from_the_recycle_bin(crms, monkeypatch, tmp_path):
+    """queryAll returns the deleted Task (IsDeleted) in the same one-call check."""
+    reps = [rep(A, "salesforce", 120, 20, timezone="UTC")]
+    add_rep_users(crms, A)
+    cfg = mapping_dir(tmp_path, reps=reps, handoff={"sla": SLA | {"on_breach": "notify"}})
+    add_ready_contact(crms, 0)
+    code, _ = sync_json(crms, monkeypatch, cfg)
+    (task,) = crms.sf_tasks()
+    crms.sf_store.delete("Task", task["Id"])  # deleted in Salesforce's UI: in the Recycle Bin
+    code, week = sync_json(crms, monkeypatch, cfg)  # before any SLA is due
+    assert code == 0, week["errors"]
+    assert week["follow_up"]["deleted"] == 1
+    contact = crms.hs_store.contacts()[0]
+    assert contact["crm_handoff_outcome"] == "deleted" and contact["crm_handoff_status"] == "back in nurture"
