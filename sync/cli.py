@@ -121,6 +121,20 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--json", action="store_true")
     explain.add_argument("--as-of", metavar="ISO", help="the time to explain as of (windows, capacity week)")
     explain.add_argument("--config", **cfg)
+
+    simulate = sub.add_parser(
+        "simulate", help="the plan changed mapping files would make, beside the current one (state only)"
+    )
+    simulate.add_argument(
+        "--config", metavar="PATH", required=True, help="the changed mapping directory or file"
+    )
+    simulate.add_argument(
+        "--current",
+        metavar="PATH",
+        help="the mapping to compare with (default: HANDOFF_CONFIG or the shipped mappings, as sync uses)",
+    )
+    simulate.add_argument("--json", action="store_true")
+    simulate.add_argument("--as-of", metavar="ISO", help="the time to simulate at (windows, capacity week)")
     return p
 
 
@@ -394,6 +408,37 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    """The next cycle's plan under the changed mapping beside the current one; no CRM
+    call, nothing written (``sync.simulate``)."""
+    from sync.simulate import print_simulation, simulate
+    from sync.wiring import open_state
+
+    new = load_mappings(args.config)
+    current_path = args.current or settings.handoff_config
+    current = load_mappings(current_path)
+    where = recorded_state(settings)
+    crms = [
+        c
+        for c, on in (("hubspot", settings.hubspot_enabled), ("salesforce", settings.salesforce_enabled))
+        if on
+    ]
+    state = open_state(settings, read_only=True)
+    try:
+        sides = [
+            ("current", str(current_path or "the shipped mappings"), current),
+            ("new", str(args.config), new),
+        ]
+        data = {"state": where, **simulate(state, sides, _now(args), crms)}
+    finally:
+        state.close()
+    if args.json:
+        print(json.dumps(data, default=str, sort_keys=True))
+    else:
+        print_simulation(data)
+    return EXIT_OK
+
+
 COMMANDS = {
     "validate": cmd_validate,
     "sync": cmd_sync,
@@ -405,6 +450,7 @@ COMMANDS = {
     "run": cmd_run,
     "db": cmd_db,
     "explain": cmd_explain,
+    "simulate": cmd_simulate,
 }
 
 

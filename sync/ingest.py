@@ -46,6 +46,7 @@ from sync.context import CHUNK, CycleContext
 from sync.engine import Engine, same_record
 from sync.items import PassCheckpoint
 from sync.pulls import ActivityPull, Ahead, PeoplePull, chunks
+from sync.remap import mark_on_mapping_change
 
 if TYPE_CHECKING:
     from connectors.hubspot.connector import HubSpotConnector
@@ -73,6 +74,7 @@ def batches(engine: Engine, ctx: CycleContext) -> Iterator[Batch]:
         yield from webhook_batches(engine, ctx)
         return
     load_owners(engine, ctx)
+    mark_on_mapping_change(engine, ctx)  # a changed mapping: everyone is evaluated again
     _open_pulls(engine, ctx)  # people pages are fetched while activity is pulled
     try:
         background = _start_activities(engine, ctx)
