@@ -23,6 +23,7 @@ from pydantic import (
 
 from crm_handoff.records import ACTIVITY_KINDS
 from mappings.availability import Availability, Schedule, schedule
+from mappings.notify import Notify
 from mappings.outcomes import Outcomes, Sla
 
 FORMAT_VERSION = 1
@@ -426,6 +427,7 @@ class Rep(Frozen):
     timezone: str = "UTC"
     outside_work: OutsideWork | None = None  # None: the top-level outside_work
     availability: Availability | None = None  # None: the top-level availability
+    notify: Notify | None = None  # None: the top-level notify
 
     @field_validator("email")
     @classmethod
@@ -454,6 +456,11 @@ class Reps(Versioned):
     pools: tuple[Pool, ...] = ()
     outside_work: OutsideWork = OutsideWork()  # default: nothing outside crm-handoff counts
     availability: Availability = Availability()  # default: always available
+    notify: Notify = Notify()  # default: no notifications
+
+    def notify_for(self, rep: Rep) -> Notify:
+        """Where ``rep`` is notified (their own block, else the top-level)."""
+        return rep.notify if rep.notify is not None else self.notify
 
     def schedule_for(self, rep: Rep) -> Schedule:
         """``rep``'s working time: their own availability keys over the top-level ones."""

@@ -30,6 +30,7 @@ from sync.context import PLAN_BATCH, CycleContext, PlannedHandoff, record_error
 from sync.engine import Engine
 from sync.evaluate import Evaluation, entered, load_profiles
 from sync.items import QueueItem
+from sync.notify import queue_handoffs
 from sync.plan import Deferred, PlanStep, brief_for
 from sync.send import mirror_written, send
 from sync.setaside import is_set_aside
@@ -183,7 +184,9 @@ class Executor:
         send(self.engine, self.ctx, self._handoff_writes(handoffs, done))
         self.state.dequeue(handed)
         self.state.record_stages(dict.fromkeys(handed, "sql"), self.ctx.now)
-        self.state.confirm_many(written, self.ctx.now)
+        with self.state.batch():  # confirmed and their notifications recorded together (sync.notify)
+            self.state.confirm_many(written, self.ctx.now)
+            queue_handoffs(self.engine, self.ctx, handoffs, done)
 
     def _handoff_writes(self, handoffs: Sequence[PlannedHandoff], done: set[str]) -> Writes:
         """Handed off: stage SQL, handoff status/reason/score/rep and the owner, both CRMs."""

@@ -38,6 +38,7 @@ from sync.engine import Engine
 from sync.evaluate import load_profiles
 from sync.execute import Executor
 from sync.judge import Decision, Seen, judge
+from sync.notify import queue_breach
 from sync.outside import add_outside_work
 from sync.plan import PlanStep, available_reps, brief_for
 from sync.routing import Candidate, Router, week_start
@@ -399,6 +400,7 @@ def _act(engine: Engine, ctx: CycleContext, execute: Executor, work: _Work, coun
         if d.action == "notify":
             log.warning("sla_breached", handoff=key, rep=row.rep_email, due=str(row.due_at), reason=d.reason)
             counts.notified += 1
+            queue_breach(engine, ctx, row, d.reason)  # sent at the end of the cycle (sync.notify)
         if d.changes:
             work.changes[key] = d.changes
         if d.action in _RETURNING:

@@ -39,6 +39,8 @@ SECRETS = (
     "HUBSPOT_REFRESH_TOKEN",
     # webhooks
     "HUBSPOT_WEBHOOK_CLIENT_SECRET",
+    # notifications
+    "HANDOFF_SMTP_PASSWORD",
 )
 
 
@@ -259,6 +261,91 @@ class Settings(BaseSettings):
         """The client secret deliveries are signed with."""
         secret = self.hubspot_webhook_client_secret or self.hubspot_client_secret
         return secret.get_secret_value() if secret else None
+
+    # --- notifications (sync.notify) ---
+    handoff_smtp_host: str | None = Field(None, description="SMTP server for email notifications")
+    handoff_smtp_port: int | None = Field(
+        None, ge=1, le=65_535, description="default 587 (starttls), 465 (tls), 25 (none)"
+    )
+    handoff_smtp_security: Literal["starttls", "tls", "none"] = Field(
+        "starttls", description="starttls (STARTTLS required), tls (implicit TLS) or none (plain SMTP)"
+    )
+    handoff_smtp_user: str | None = None
+    handoff_smtp_password: SecretStr | None = None
+    handoff_smtp_from: str | None = Field(None, description="the From address of notification emails")
+    handoff_smtp_ca_bundle: Path | None = Field(None, description="PEM bundle to verify the SMTP server")
+    handoff_notify_timeout_seconds: float = Field(
+        10.0, gt=0, le=120, description="per Slack request / SMTP connection and command"
+    )
+    handoff_notify_max_attempts: int = Field(
+        5, ge=1, le=100, description="a message still failing after this many cycles is a record error"
+    )
+    hubspot_portal_id: int | None = Field(
+        None, ge=1, description="the HubSpot account (Hub) id, for links to contact records"
+    )
+    hubspot_app_url: str = Field(
+        "https://app.hubspot.com", description="HubSpot's web app (EU accounts: https://app-eu1.hubspot.com)"
+    )
+    salesforce_app_url: str | None = Field(
+        None, description="Salesforce's web host for record links (default SALESFORCE_INSTANCE_URL)"
+    )
+
+    @field_validator("handoff_smtp_host", "handoff_smtp_user", "handoff_smtp_from", mode="before")
+    @classmethod
+    def _blank(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("handoff_smtp_host")
+    @classmethod
+    def _smtp_host(cls, value: str | None) -> str | None:
+        if value and (re.search(r"[\s/@]", value.strip()) or ":" in value.strip().strip("[]")):
+            raise ValueError("expected a host name or address only (the port is HANDOFF_SMTP_PORT)")
+        return value.strip() if value else None
+
+    @field_validator("handoff_smtp_security", mode="before")
+    @classmethod
+    def _security(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("handoff_smtp_from")
+    @classmethod
+    def _from(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and not re.fullmatch(r"[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+", value.strip()):
+            raise ValueError("expected one email address, e.g. handoff@example.com")
+        if value is None and info.data.get("handoff_smtp_host"):
+            raise ValueError("required with HANDOFF_SMTP_HOST: the address notification emails come from")
+        return value.strip() if value else None
+
+    @field_validator("handoff_smtp_password")
+    @classmethod
+    def _password(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is not None and not info.data.get("handoff_smtp_user"):
+            raise ValueError("set HANDOFF_SMTP_USER too (the password is for that user)")
+        return value
+
+    @field_validator("handoff_smtp_ca_bundle", mode="before")
+    @classmethod
+    def _blank_ca(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("handoff_smtp_ca_bundle")
+    @classmethod
+    def _smtp_ca(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            check_ca_bundle(value)
+        return value
+
+    @field_validator("hubspot_app_url", "salesforce_app_url", mode="before")
+    @classmethod
+    def _app_url(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return "https://app.hubspot.com" if info.field_name == "hubspot_app_url" else None
+        return check_url(value) if isinstance(value, str) else value
+
+    @property
+    def smtp_port(self) -> int:
+        """The SMTP port: the setting, else the usual one for the security mode."""
+        return self.handoff_smtp_port or {"starttls": 587, "tls": 465, "none": 25}[self.handoff_smtp_security]
 
 
 def check_url(value: str) -> str:

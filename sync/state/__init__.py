@@ -21,6 +21,7 @@ from sync.state.history import (
 )
 from sync.state.ledger import LedgerStore
 from sync.state.mirror import MirrorStore
+from sync.state.notifications import Notice, NotificationStore
 from sync.state.outcomes import OPEN_STATES, OutcomeRow, OutcomeStore
 from sync.state.queueing import QueueStore
 from sync.state.rows import CONNECT_TIMEOUT, _connect_args, _utc, sqlite_url
@@ -43,7 +44,16 @@ from sync.state.types import Identity, LedgerEntry
 from sync.state.webhooks import WebhookStore
 
 
-class StateStore(MirrorStore, ActivityStore, LedgerStore, OutcomeStore, QueueStore, RunStore, WebhookStore):
+class StateStore(
+    MirrorStore,
+    ActivityStore,
+    LedgerStore,
+    OutcomeStore,
+    QueueStore,
+    RunStore,
+    WebhookStore,
+    NotificationStore,
+):
     """Typed access to the state database."""
 
     def close(self) -> None:
@@ -60,6 +70,7 @@ __all__ = [
     "RUN_SILENT_SECONDS",
     "Identity",
     "LedgerEntry",
+    "Notice",
     "OutcomeRow",
     "StateStore",
     "_connect_args",

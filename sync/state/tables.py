@@ -189,3 +189,22 @@ webhook_deliveries = Table(  # webhook events as received (``sync.webhooks``), o
     Column("event", JSON, nullable=False),
     Index("ix_webhook_deliveries_pending", "processed_at", "received_at"),
 )
+
+notifications = Table(  # the notification outbox (``sync.notify``): one message per handoff, kind and channel
+    "notifications",
+    metadata,
+    Column("key", String(80), primary_key=True),  # the handoff's ledger key
+    Column("kind", String(16), primary_key=True),  # handoff | breach
+    Column("channel", String(16), primary_key=True),  # slack | email
+    Column("rep_email", String(320), nullable=False),
+    Column("target", String(320), nullable=False),  # the email address, or the env var holding the webhook
+    Column("subject", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("link", Text),
+    Column("status", String(16), nullable=False),  # pending | sent | failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("error", Text),  # the last failure (never a secret)
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("sent_at", DateTime(timezone=True)),
+    Index("ix_notifications_pending", "status", "created_at"),
+)

@@ -122,6 +122,7 @@ ALEMBIC_VERSION = (
 )
 LATER = {  # tables later revisions add
     "leases": "0002", "people": "0003", "to_evaluate": "0005", "outcomes": "0006", "webhook_deliveries": "0007",
+    "notifications": "0008",
 }  # fmt: skip
 FIRST_TABLES = [t.name for t in metadata.sorted_tables if t.name not in LATER]
 
