@@ -8,13 +8,13 @@ templates against exactly what a run will give them. Content is chosen here too
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from crm_handoff.records import ACTIVITY_KINDS, Activity, Reason
-from mappings.models import ContentAsset, Handoff, MappingSet, Rep
+from mappings.content import pick, recommend_ungated
+from mappings.models import Content, ContentAsset, Handoff, MappingSet, Rep
 
 SAMPLE_NOW = datetime(2024, 3, 4, 9, 0, tzinfo=UTC)
 
@@ -39,28 +39,10 @@ def recommend(
     """Assets whose topics appear in recent activity titles; else those for the stage.
 
     A topic matches as a whole word or phrase, case-insensitively ("roi" is not in
-    "Android"); an asset that names industries serves only people in one of them.
+    "Android"); an asset that names industries serves only people in one of them; a
+    retired, superseded or consumed asset is never recommended (``mappings.content``).
     """
-    served = [a for a in library if _serves(a, industry)]
-    titles = [a.title for a in activities]
-    by_topic = [a for a in served if any(_mentions(t, title) for t in a.topics for title in titles)]
-    if by_topic:
-        return by_topic[:3]
-    return [a for a in served if stage in a.stages][:2]
-
-
-def _mentions(topic: str, text: str) -> bool:
-    words = topic.split()
-    if not words:
-        return False
-    pattern = r"(?<!\w)" + r"\s+".join(re.escape(w) for w in words) + r"(?!\w)"
-    return re.search(pattern, text, re.IGNORECASE) is not None
-
-
-def _serves(asset: ContentAsset, industry: str | None) -> bool:
-    if not asset.industries:
-        return True
-    return (industry or "").strip().casefold() in {i.casefold() for i in asset.industries}
+    return recommend_ungated(library, activities, stage, industry)
 
 
 def person_view(values: Mapping[str, str | None], stage: str | None) -> dict[str, object]:
@@ -106,8 +88,8 @@ def brief_context(
             for a in recent
         ],
         "content": [
-            {"title": c.title, "url": c.url}
-            for c in recommend(cfg.content_library, recent, stage, values.get("industry"))
+            {"title": c.title, "url": c.url, "id": c.key, "version": c.version, "gate": c.gate or ""}
+            for c in pick(cfg, activities, recent, stage, values.get("industry"))
         ],
         "due": due_date(now, cfg.due_in_days, cfg.business_days).isoformat(),
     }
@@ -115,10 +97,15 @@ def brief_context(
 
 def sample_contexts(m: MappingSet) -> list[dict[str, Any]]:
     """Two template contexts for ``m``: every value set and list filled, then all empty."""
-    sample_asset = ContentAsset(title="Sample asset", url="https://example.invalid/asset", topics=("sample",))
+    sample_asset = ContentAsset(
+        title="Sample asset", url="https://example.invalid/asset", topics=("sample",), gate="sample"
+    )
     full_cfg = m.handoff.model_copy(
         update={
-            "content_library": (*m.handoff.content_library, sample_asset),
+            "content_library": (sample_asset,),
+            "content": None
+            if m.handoff.content is None
+            else Content(gates=("sample",), assets=(sample_asset,)),
             "recent_activity_limit": max(m.handoff.recent_activity_limit, 1),
         }
     )
@@ -143,5 +130,6 @@ def sample_contexts(m: MappingSet) -> list[dict[str, Any]]:
         rep,
         SAMPLE_NOW,
     )
-    empty = brief_context(m.handoff, threshold, dict.fromkeys(fields), None, 0, [], [], rep, SAMPLE_NOW)
+    bare = m.handoff.model_copy(update={"content_library": (), "content": None})  # no asset to recommend
+    empty = brief_context(bare, threshold, dict.fromkeys(fields), None, 0, [], [], rep, SAMPLE_NOW)
     return [full, empty]

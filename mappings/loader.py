@@ -28,6 +28,7 @@ from yaml.resolver import Resolver
 from yaml.scanner import Scanner
 
 from crm_handoff.errors import ConfigError
+from mappings.content import content_problems
 from mappings.context import sample_contexts
 from mappings.definitions import definition_problems
 from mappings.models import FILES, TEMPLATE_KEYS, MappingSet
@@ -354,7 +355,11 @@ def load_mappings(config: Path | str | None = None) -> MappingSet:
     problems = _cross_checks(mapping, sources) + _template_problems(mapping)
     problems += [
         f"{_where(sources, n, loc)}: {_format_loc(loc)}: {msg}"
-        for n, loc, msg in [*outcome_problems(mapping), *definition_problems(mapping)]
+        for n, loc, msg in [
+            *outcome_problems(mapping),
+            *definition_problems(mapping),
+            *content_problems(mapping),
+        ]
     ]
     if problems:
         raise ConfigError(problems)

@@ -493,11 +493,40 @@ class Reps(Versioned):
 
 
 class ContentAsset(Frozen):
-    title: str
-    url: str
+    title: str = Field(min_length=1)
+    url: str = Field(min_length=1)
     topics: tuple[str, ...] = ()  # the interests it serves: whole words or phrases in activity titles
     stages: tuple[str, ...] = ()
     industries: tuple[str, ...] = ()  # canonical industry values it serves; empty = every industry
+    id: str | None = Field(default=None, min_length=1)  # None: the url names it
+    version: int = Field(default=1, ge=1)
+    retired: bool = False  # never recommended again
+    supersedes: str | None = None  # the id of the asset this one replaces (never recommended again)
+    gate: str | None = None  # the buyer gate it serves (content.gates)
+
+    @property
+    def key(self) -> str:
+        """The asset's id (its url when the file gives none)."""
+        return self.id or self.url
+
+
+class GateRule(Frozen):
+    """Behaviour that shows a person reached ``gate``: an activity of one of ``kinds`` (any
+    kind when empty) whose title names one of ``topics`` (any title when empty)."""
+
+    gate: str
+    kinds: tuple[str, ...] = ()
+    topics: tuple[str, ...] = ()
+
+
+class Content(Frozen):
+    """The buyer gates of the content library (``handoff.yaml content``)."""
+
+    gates: tuple[str, ...] = Field(("awareness", "consideration", "decision"), min_length=1)  # earliest first
+    stages: dict[str, str] = {}  # canonical stage -> the gate a person in it has reached
+    behaviour: tuple[GateRule, ...] = ()
+    assets: tuple[ContentAsset, ...] = ()  # the library (content_library is then not used)
+    limit: int = Field(default=3, ge=1, le=10)  # assets recommended per brief
 
 
 class Handoff(Versioned):
@@ -510,10 +539,16 @@ class Handoff(Versioned):
     recent_activity_limit: int = Field(5, ge=0, le=50)
     set_owner: bool = True
     content_library: tuple[ContentAsset, ...] = ()
+    content: Content | None = None  # None: content_library's assets picked by topic and stage
     outcomes: Outcomes = Outcomes()  # default: no outcome picklist
     sla: Sla = Sla()  # default: no first-touch SLA beyond the due date
     # key -> (file, line of the template's first line); set by the loader
     _template_origin: dict[str, tuple[str, int]] = PrivateAttr(default_factory=dict)
+
+    @property
+    def assets(self) -> tuple[ContentAsset, ...]:
+        """The library: ``content.assets`` with gates, else ``content_library``."""
+        return self.content.assets if self.content else self.content_library
 
     def template_where(self, key: str, line: int | None = None) -> str:
         """``FILE:LINE`` of line ``line`` (1-based) of the ``key`` template."""

@@ -26,6 +26,8 @@ class Brief:
     subject: str
     body: str
     due: date
+    #: the assets recommended in the body: (id, version, url) each, recorded on the ledger
+    content: tuple[tuple[str, int, str], ...] = ()
 
 
 def render_template(cfg: Handoff, key: str, context: Mapping[str, Any]) -> str:
@@ -67,4 +69,7 @@ def build_brief(
     body = render_template(cfg, "body", context).strip()
     named = definitions_text(definitions)
     body = (f"{named}\n\n{body}" if named else body)[:BODY_MAX]
-    return Brief(subject=subject, body=body, due=due_date(now, cfg.due_in_days, cfg.business_days))
+    content = tuple((c["id"], c["version"], c["url"]) for c in context["content"])
+    return Brief(
+        subject=subject, body=body, due=due_date(now, cfg.due_in_days, cfg.business_days), content=content
+    )

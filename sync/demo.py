@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import signal
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -430,6 +431,7 @@ def run_demo(data_dir: Path, reset: bool = False, as_json: bool = False, config:
             second = None
             if not (data_dir / ACT_TWO).exists():
                 story = act_two(boxes, now + REPS_ACT)
+                story["opened_content"] = open_content(boxes, now + REPS_ACT, mapping)
                 later = demo_sla(mapping)
                 second = run_cycle(build_engine(settings, later, state), next_week(now))
                 (data_dir / ACT_TWO).write_text(json.dumps(story, sort_keys=True))
@@ -506,6 +508,26 @@ def act_two(boxes: Sandboxes, at: datetime) -> dict[str, Any]:
         sf.update("Task", task["Id"], {"Status": "Completed"}, at=at)
         story["completed"] += 1
     return story
+
+
+def open_content(boxes: Sandboxes, at: datetime, mapping: MappingSet) -> str | None:
+    """The lead of the last HubSpot handoff (in key order) clicks, in a marketing email, the
+    first library asset its brief recommends (``handoff report`` counts it used); returns its url."""
+    hs = boxes.hubspot_store
+    urls = {a.url for a in mapping.handoff.assets}
+    tasks = sorted(
+        (t for t in hs.tasks() if t["properties"].get("crm_handoff_key")),
+        key=lambda t: t["properties"]["crm_handoff_key"],
+    )
+    for task in reversed(tasks):
+        contacts = task["associations"].get("contacts") or []
+        body = task["properties"].get("hs_task_body") or ""
+        found: list[str] = [u for u in re.findall(r"https?://\S+", body) if u in urls]
+        email = hs.contact(contacts[0]).get("email") if contacts else None
+        if found and email:
+            hs.add_email_event(email, "CLICK", at, url=found[0])
+            return found[0]
+    return None
 
 
 def _moved(state: Any, mapping: MappingSet) -> list[tuple[str, str, str]]:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mappings.models import MappingSet
+from sync.content import content_figures
 from sync.outcome_figures import outcome_figures
 from sync.setaside import is_set_aside
 from sync.state import StateStore
@@ -223,10 +224,6 @@ PENDING = {
         "and the time to first touch: these arrive with the closed-loop outcome work (task outcomes "
         "read back into the state)."
     ),
-    "content": (
-        "content recommended, used and never used: recommendations are written into each task's brief "
-        "but not yet recorded as data."
-    ),
     "overflow": "how much nurture overflow was offered again: not yet recorded per run.",
 }
 
@@ -265,6 +262,7 @@ def report_data(state: StateStore, mapping: MappingSet, now: datetime | None = N
         "in_nurture_queue": in_queue,
         **_with_outcome_tiles(figures.figures(state.engine, mapping, now or datetime.now(UTC)), outcomes),
         "outcomes": outcomes,
+        "content": content_figures(state, mapping),
         "pending": {k: v for k, v in PENDING.items() if k not in ("outcomes", "overflow")},
     }
 
@@ -309,6 +307,24 @@ def print_report(d: dict[str, Any]) -> None:
         print(_table([[r, n] for r, n in sorted(d["handoffs_per_rep"].items())], ["rep", "handoffs"]))
     print(f"\nwaiting in nurture for rep capacity: {d['in_nurture_queue']}")
     _print_outcomes(d.get("outcomes") or {})
+    _print_content(d.get("content") or {})
+
+
+def _print_content(c: dict[str, Any]) -> None:
+    """Content recommended in briefs, used by the leads, and never used (``sync.content``)."""
+    if not c.get("assets"):
+        return
+    print(
+        f"\ncontent: {c['recommended']} recommended in {c['handoffs']} handoffs; {c['used']} used by the lead"
+    )
+    rows = [
+        [a["id"], a["version"], a["gate"] or "-", a["status"], a["recommended"], a["used"]]
+        for a in c["assets"]
+    ]
+    print(_table(rows, ["asset", "version", "gate", "status", "recommended", "used"]))
+    for label, key in (("never recommended", "never_recommended"), ("recommended, never used", "never_used")):
+        if c[key]:
+            print(f"  {label}: {', '.join(dict.fromkeys(c[key]))}")
 
 
 def _print_outcomes(o: dict[str, Any]) -> None:

@@ -314,6 +314,23 @@ def _rejections(rows: list[dict[str, Any]], d: Mapping[str, Any]) -> Spec:
     )
 
 
+def _content(rows: list[dict[str, Any]], d: Mapping[str, Any]) -> Spec:
+    measures: list[Any] = ["recommended", "used"]
+    return (
+        _base(rows)
+        .transform_calculate(asset="datum.id + ' v' + datum.version")
+        .transform_fold(measures, as_=["measure", "handoffs"])
+        .mark_bar()
+        .encode(
+            y=alt.Y("asset:N", title=None),
+            yOffset=alt.YOffset("measure:N", sort=measures),
+            x=alt.X("handoffs:Q", title="handoffs"),
+            color=alt.Color("measure:N", scale=_domain(measures), sort=measures, title=None),
+            tooltip=["title:N", "gate:N", "status:N", "measure:N", "handoffs:Q"],
+        )
+    )
+
+
 CHARTS: tuple[ChartDef, ...] = (
     ChartDef(
         "funnel-now",
@@ -387,6 +404,15 @@ CHARTS: tuple[ChartDef, ...] = (
         "rep, CRM (the rep's)",
         lambda d: d["outcomes"]["reasons"],
         _rejections,
+    ),
+    ChartDef(
+        "content",
+        "Content recommended and used",
+        "Per asset and version, the handoffs whose brief recommended it, and how many of those leads then "
+        "opened it (an email click or page view on its url); a bar of none is an asset never used.",
+        "none (all recorded time)",
+        lambda d: d["content"]["assets"],
+        _content,
     ),
     ChartDef(
         "nurture-ages",

@@ -145,6 +145,7 @@ def intents(engine: Engine, ctx: CycleContext, handoffs: Sequence[PlannedHandoff
                     reasons=reasons_json(h.qualification.reasons),
                     planned_at=ctx.now,
                     task=task,
+                    content=h.brief.content,
                 )
             )
     return entries

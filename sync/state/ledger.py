@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from sync.state.base import _Store
 from sync.state.rows import (
+    _content_payload,
     _entry,
     _parts,
     _task_payload,
@@ -82,7 +83,7 @@ class LedgerStore(_Store):
                 "status": "intent",
                 "score": e.score,
                 "reasons": e.reasons,
-                "payload": _task_payload(e.task),
+                "payload": _task_payload(e.task) | _content_payload(e.content),
                 "planned_at": e.planned_at,
                 "run_id": run_id,
             }

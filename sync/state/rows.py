@@ -91,6 +91,13 @@ def _task_payload(task: TaskRequest | None) -> dict[str, Any]:
     }
 
 
+def _content_payload(content: tuple[tuple[str, int, str], ...]) -> dict[str, Any]:
+    """The assets a handoff's brief recommends, beside its task in the payload (none: no key)."""
+    if not content:
+        return {}
+    return {"content": [{"id": i, "version": v, "url": u} for i, v, u in content]}
+
+
 def _task_request(key: str, payload: Mapping[str, Any] | None) -> TaskRequest | None:
     p = payload or {}
     if not p.get("person_id"):

@@ -33,3 +33,4 @@ class LedgerEntry:
     planned_at: datetime
     error: str | None = None
     task: TaskRequest | None = None  # the task this entry writes (stored as its payload)
+    content: tuple[tuple[str, int, str], ...] = ()  # assets the brief recommends (id, version, url)

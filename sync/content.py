@@ -1,0 +1,142 @@
+"""Content usage: which recommended assets the leads then opened (``handoff report``'s ``content``).
+
+A handoff's brief records the assets it recommends on its ledger rows (the payload's
+``content``: id, version, url). An asset recommended to a lead counts as *used* once
+the lead's activity after the handoff opens its url: an email click on it, a page view
+or a download whose title holds it (``mappings.content.opens``). Each handoff counts
+once per asset (a handoff with a task in both CRMs is one handoff). Activity older than
+the behaviour window leaves the state (``Executor.prune``), so a use is counted while
+the activity that shows it is kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from crm_handoff.records import Activity
+from mappings.content import current, opens
+from mappings.models import ContentAsset, MappingSet
+from sync.state import StateStore
+from sync.state.rows import _parts, _utc
+from sync.state.tables import identities, ledger
+
+BASIS = (
+    "an asset counts as recommended once per handoff whose brief named it, and as used when the lead's "
+    "activity after the handoff opens its url (an email click, a page view or a download naming it)"
+)
+
+
+@dataclass(frozen=True)
+class Recommended:
+    """One asset one handoff's brief recommended."""
+
+    handoff: str
+    person_key: str
+    at: datetime
+    id: str
+    version: int
+    url: str
+
+
+def recommendations(state: StateStore) -> Iterator[Recommended]:
+    """Every asset a written handoff recommended (status done), once per handoff."""
+    seen: set[str] = set()
+    q = select(ledger.c.key, ledger.c.person_key, ledger.c.planned_at, ledger.c.payload).where(
+        ledger.c.status == "done"
+    )
+    with state.engine.connect() as conn:
+        for key, person_key, planned_at, payload in conn.execute(q.order_by(ledger.c.key)):
+            if key in seen:
+                continue
+            seen.add(key)
+            for c in (payload or {}).get("content") or []:
+                at = _utc(planned_at)
+                if at is not None:
+                    yield Recommended(key, person_key, at, str(c["id"]), int(c["version"]), str(c["url"]))
+
+
+def _refs(state: StateStore, person_keys: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """Person key -> the CRM ids and email their activity is stored under."""
+    out: dict[str, tuple[str, ...]] = {}
+    with state.engine.connect() as conn:
+        for part in _parts(sorted(set(person_keys))):
+            q = select(identities).where(identities.c.person_key.in_(part))
+            for r in conn.execute(q):
+                out[r.person_key] = tuple(x for x in (r.hubspot_id, r.salesforce_id, r.email) if x)
+    return out
+
+
+def used(state: StateStore, recs: Sequence[Recommended]) -> set[tuple[str, str, int]]:
+    """(handoff, id, version) of the recommendations the lead then opened."""
+    out: set[tuple[str, str, int]] = set()
+    for part in _parts(list(recs), 1000):
+        refs = _refs(state, [r.person_key for r in part])
+        ids = [i for r in refs.values() for i in r if "@" not in i]
+        emails = [i for r in refs.values() for i in r if "@" in i]
+        acts = state.activities_for(ids, emails, min(r.at for r in part)) if refs else []
+        by_ref: dict[str, list[Activity]] = {}
+        for a in acts:
+            for ref in {a.person_id, a.email} - {None}:
+                by_ref.setdefault(str(ref), []).append(a)
+        for r in part:
+            mine = [a for ref in refs.get(r.person_key, ()) for a in by_ref.get(ref, [])]
+            if any(a.occurred_at >= r.at and opens(a, r.url) for a in mine):
+                out.add((r.handoff, r.id, r.version))
+    return out
+
+
+def _status(asset: ContentAsset, live: set[tuple[str, int]]) -> str:
+    if asset.retired:
+        return "retired"
+    return "current" if (asset.key, asset.version) in live else "superseded"
+
+
+def content_figures(state: StateStore, mapping: MappingSet) -> dict[str, Any]:
+    """Per asset (id and version): handoffs that recommended it and how many the lead used;
+    the assets never recommended and those recommended but never used."""
+    recs = list(recommendations(state))
+    opened = used(state, recs)
+    library = mapping.handoff.assets
+    live = {(a.key, a.version) for a in current(library)}
+    rows: dict[tuple[str, int], dict[str, Any]] = {
+        (a.key, a.version): {
+            "id": a.key,
+            "version": a.version,
+            "title": a.title,
+            "gate": a.gate or "",
+            "status": _status(a, live),
+            "recommended": 0,
+            "used": 0,
+        }
+        for a in library
+    }
+    for r in recs:
+        row = rows.setdefault(
+            (r.id, r.version),
+            {
+                "id": r.id,
+                "version": r.version,
+                "title": r.id,
+                "gate": "",
+                "status": "not in the library",
+                "recommended": 0,
+                "used": 0,
+            },
+        )
+        row["recommended"] += 1
+        row["used"] += (r.handoff, r.id, r.version) in opened
+    assets = list(rows.values())
+    return {
+        "basis": BASIS,
+        "handoffs": len({r.handoff for r in recs}),
+        "recommended": len(recs),
+        "used": len(opened),
+        "assets": assets,
+        "never_recommended": [a["id"] for a in assets if not a["recommended"] and a["status"] == "current"],
+        "never_used": [a["id"] for a in assets if a["recommended"] and not a["used"]],
+    }
