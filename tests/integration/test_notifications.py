@@ -6,10 +6,13 @@ a later cycle; secrets never show."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import ssl
+import subprocess
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
@@ -58,6 +61,7 @@ class Mailbox:
     messages: list[EmailMessage] = field(default_factory=list)
     logins: list[tuple[str, str]] = field(default_factory=list)
     refuse: int = 0
+    on_message: Callable[[], None] | None = None  # called once the message is taken
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         if self.refuse > 0:
@@ -66,6 +70,8 @@ class Mailbox:
         msg = message_from_bytes(envelope.content, policy=policy.default)
         assert isinstance(msg, EmailMessage)
         self.messages.append(msg)
+        if self.on_message is not None:
+            self.on_message()
         return "250 OK"
 
     def auth(self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
@@ -115,6 +121,7 @@ class Hooks:
     def __init__(self) -> None:
         self.posts: list[dict[str, Any]] = []
         self.status = 200
+        self.on_post: Callable[[], None] | None = None  # called once a post is taken
         hooks = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -122,6 +129,8 @@ class Hooks:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if hooks.status == 200:
                     hooks.posts.append({"path": self.path, "json": json.loads(body)})
+                    if hooks.on_post is not None:
+                        hooks.on_post()
                 answer = b"ok" if hooks.status == 200 else b"internal_error"
                 self.send_response(hooks.status)
                 self.send_header("Content-Length", str(len(answer)))
@@ -309,3 +318,87 @@ def test_a_message_still_failing_after_the_bound_is_a_record_error_without_secre
     hooks.status = 200
     code, _ = sync_json(crms, monkeypatch, cfg)
     assert hooks.posts == [] and smtp.box.messages == []  # given up: never tried again
+
+
+def test_a_reassignment_tells_the_new_rep_and_after_the_last_one_a_breach_is_notified(
+    crms, monkeypatch, tmp_path, receivers
+):
+    """on_breach: reassign (once), then after_max_reassignments: notify: A is told of the
+    handoff, B of the reassigned one (its brief carries the history), then B of the breach."""
+    smtp, hooks = receivers
+    away_today = {"out_of_office": [str(datetime.now(UTC).date())]}
+    reps = [
+        rep(A, "hubspot", 120, 20, timezone="UTC"),
+        rep(B, "salesforce", 120, 20, timezone="UTC", availability=away_today),
+    ]
+    for r in reps:
+        add_rep_users(crms, r["email"])
+    sla = {
+        "first_touch_within_hours": 16,
+        "on_breach": "reassign",
+        "max_reassignments": 1,
+        "after_max_reassignments": "notify",
+    }
+    cfg = mapping_dir(tmp_path, reps=reps, handoff={"sla": sla})
+    (cfg / "reps.yaml").write_text((cfg / "reps.yaml").read_text() + "notify: {email: true}\n")
+    add_ready_contact(crms, 0)
+    t0 = datetime.now(UTC)
+    code, week = sync_json(crms, monkeypatch, cfg)
+    assert code == 0 and week["handed_off_per_rep"] == {A: 1}, week["errors"]
+
+    code, moved = sync_json(crms, monkeypatch, cfg, "--as-of", (t0 + timedelta(days=3)).isoformat())
+    assert code == 0 and moved["follow_up"]["reassigned"] == 1, moved["errors"]
+    to = [(m["To"], m["Subject"]) for m in smtp.box.messages]
+    assert [t for t, _ in to] == [A, B]  # A's breach is a reassignment: A is not told of it
+    assert "Reassigned to you from Ana" in smtp.box.messages[1].get_content()
+
+    code, late = sync_json(crms, monkeypatch, cfg, "--as-of", (t0 + timedelta(days=6)).isoformat())
+    assert code == 0 and late["follow_up"]["notified"] == 1, late["errors"]
+    assert [m["To"] for m in smtp.box.messages] == [A, B, B]
+    assert smtp.box.messages[2]["Subject"].startswith("SLA missed: ")
+    assert hooks.posts == []  # no slack configured
+    keys = {(n.key.rsplit(".", 1)[-1] if ".r" in n.key else "first", n.kind) for n in _notices(crms)}
+    assert keys == {("first", "handoff"), ("r1", "handoff"), ("r1", "breach")}
+
+
+def _killed_cli(crms: Crms, cfg: Path, kill_on: Callable[[Callable[[], None]], None]) -> None:
+    """Run the real CLI in a process of its own, SIGKILLed the moment ``kill_on`` fires."""
+    env = {**os.environ, **crms.env, "HANDOFF_LOG_LEVEL": "warning"}
+    argv = [sys.executable, "-m", "sync.cli", "sync", "--once", "--json", "--config", str(cfg)]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    kill_on(proc.kill)
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        kill_on(lambda: None)
+    assert proc.returncode == -9, err
+
+
+def test_a_kill_after_the_receiver_took_a_message_resends_it_once_the_email_as_the_same_message(
+    crms, monkeypatch, tmp_path, receivers
+):
+    """The crash window the README names: killed after the SMTP server took the email (or
+    the webhook the post) and before the outbox marked it sent, a rerun sends that one
+    message again - the email with the same Message-ID, so mail clients show it once."""
+    smtp, hooks = receivers
+    cfg = _cfg(crms, tmp_path)
+    add_ready_contact(crms, 0)
+
+    def on_mail(kill: Callable[[], None]) -> None:
+        smtp.box.on_message = kill
+
+    def on_post(kill: Callable[[], None]) -> None:
+        hooks.on_post = kill
+
+    _killed_cli(crms, cfg, on_mail)  # email first (the outbox's order), killed as it lands
+    assert len(smtp.box.messages) == 1 and hooks.posts == []
+    assert len(crms.hs_tasks()) == 1
+    _killed_cli(crms, cfg, on_post)  # the email again, then the Slack post, killed as it lands
+    assert len(smtp.box.messages) == 2 and len(hooks.posts) == 1
+    code, _ = sync_json(crms, monkeypatch, cfg)
+    assert code == 0
+    code, _ = sync_json(crms, monkeypatch, cfg)
+    first, second = smtp.box.messages
+    assert first["Message-ID"] == second["Message-ID"] and first.get_content() == second.get_content()
+    assert len(hooks.posts) == 2 and hooks.posts[0] == hooks.posts[1]  # Slack: no idempotency key
+    assert {n.status for n in _notices(crms)} == {"sent"} and len(crms.hs_tasks()) == 1

@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import threading
+import time
 from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -240,23 +241,28 @@ class _Hook:
     """A loopback webhook answering ``status``."""
 
     def __init__(self) -> None:
-        self.status, self.texts = 200, []
+        self.status, self.texts, self.delay = 200, [], 0.0
         hook = self
 
         class H(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 data = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                if hook.status == 200:
+                time.sleep(hook.delay)
+                if hook.status == 200 and not hook.delay:
                     hook.texts.append(data["text"])
-                self.send_response(hook.status)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
+                try:
+                    self.send_response(hook.status)
+                    self.send_header("Content-Length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"ok")
+                except OSError:  # the client gave up waiting (the hanging-receiver test)
+                    pass
 
             def log_message(self, *a: Any) -> None:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
 
@@ -357,3 +363,16 @@ def test_email_without_an_smtp_server_set_is_a_record_error(engine, tmp_path):
         ctx.errors[0]["reason"]
         == "not sent: email notifications need HANDOFF_SMTP_HOST and HANDOFF_SMTP_FROM"
     )
+
+
+def test_a_receiver_that_hangs_holds_the_cycle_up_for_one_timeout_not_one_per_message(engine, monkeypatch):
+    monkeypatch.setenv("HANDOFF_NOTIFY_TIMEOUT_SECONDS", "0.5")
+    engine.hook.delay = 1.5
+    keys = {f"hs:90{i}#1" for i in range(6)}  # one timeout each would be 3 s
+    queue_handoffs(engine, _ctx(), [_handoff(k) for k in sorted(keys)], done=keys)
+    started = time.monotonic()
+    got = deliver(engine, _ctx())
+    took = time.monotonic() - started
+    assert got.retry == 6 and got.sent == 0
+    assert took < 2.0, f"deliver took {took:.1f} s"
+    assert {n.error for n in engine.state.notices()} == {"Slack (TEST_HOOK) did not answer within 0.5 s"}
