@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import socket
+import ssl
 import threading
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -14,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
+from aiosmtpd.controller import Controller
 
 from crm_handoff.errors import ConfigError
 from crm_handoff.records import Person
@@ -25,6 +29,8 @@ from sync.context import CycleContext, PlannedHandoff
 from sync.engine import Engine
 from sync.notify import (
     Links,
+    SendFailed,
+    Smtp,
     breach_notices,
     deliver,
     email_message,
@@ -34,7 +40,7 @@ from sync.notify import (
     slack_text,
 )
 from sync.profiles import Profile
-from sync.settings import load_settings
+from sync.settings import Settings, load_settings
 from sync.state import Notice, OutcomeRow, StateStore
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -376,3 +382,62 @@ def test_a_receiver_that_hangs_holds_the_cycle_up_for_one_timeout_not_one_per_me
     assert got.retry == 6 and got.sent == 0
     assert took < 2.0, f"deliver took {took:.1f} s"
     assert {n.error for n in engine.state.notices()} == {"Slack (TEST_HOOK) did not answer within 0.5 s"}
+
+
+# --- SMTP security modes against a real server on loopback ------------------------------------
+
+
+class _Box:
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(envelope.content)
+        return "250 OK"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def tls(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
+    ca = trustme.CA()
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server)
+    return server, bundle
+
+
+@pytest.mark.parametrize("mode", ["tls", "none", "starttls-missing"])
+def test_smtp_security_modes(tls, mode):
+    server_ctx, bundle = tls
+    box, port = _Box(), _free_port()
+    kwargs: dict[str, Any] = {"ssl_context": server_ctx} if mode == "tls" else {}
+    controller = Controller(box, hostname="127.0.0.1", port=port, **kwargs)
+    controller.start()
+    security = "starttls" if mode == "starttls-missing" else mode
+    s = Settings(  # type: ignore[call-arg]
+        handoff_smtp_host="127.0.0.1",
+        handoff_smtp_port=port,
+        handoff_smtp_security=security,
+        handoff_smtp_ca_bundle=bundle,
+        handoff_smtp_from="handoff@northwind.example",
+    )
+    smtp = Smtp(s)
+    n = Notice("k#1", "handoff", "email", "a@x.example", "a@x.example", "Follow up", "The brief")
+    try:
+        if mode == "starttls-missing":  # a server without STARTTLS: never sent in the clear
+            with pytest.raises(SendFailed, match="SMTPNotSupportedError") as exc:
+                smtp.send(n)
+            assert exc.value.channel and not exc.value.permanent
+            assert box.messages == []
+        else:
+            smtp.send(n)
+            assert len(box.messages) == 1 and b"The brief" in box.messages[0]
+    finally:
+        smtp.close()
+        controller.stop()
