@@ -15,6 +15,7 @@ the gate reached down), those whose topics match recent activity titles first.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from urllib.parse import urlsplit
@@ -35,6 +36,7 @@ def mentions(phrase: str, text: str) -> bool:
     return re.search(pattern, text, re.IGNORECASE) is not None
 
 
+@functools.lru_cache(maxsize=65536)
 def norm_url(url: str) -> str:
     """The form urls are compared in: host (no ``www.``) and path (no final ``/``), lower-case host."""
     parts = urlsplit(url.strip())
@@ -42,9 +44,10 @@ def norm_url(url: str) -> str:
     return f"{host}{parts.path.rstrip('/')}"
 
 
-def urls_in(text: str) -> set[str]:
+@functools.lru_cache(maxsize=65536)
+def urls_in(text: str) -> frozenset[str]:
     """The urls ``text`` holds, compared form."""
-    return {norm_url(u.rstrip(".,;")) for u in _URL.findall(text)}
+    return frozenset(norm_url(u.rstrip(".,;")) for u in _URL.findall(text))
 
 
 def opens(activity: Activity, url: str) -> bool:
@@ -77,7 +80,7 @@ def consumed(library: Sequence[ContentAsset], activities: Iterable[Activity]) ->
     """The lines (``lines`` roots) of the assets an activity names, any version."""
     root = lines(library)
     titles = [a.title for a in activities if a.title]
-    urls = set().union(*(urls_in(t) for t in titles)) if titles else set()
+    urls: set[str] = set().union(*(urls_in(t) for t in titles))
     return {
         root[a.key] for a in library if norm_url(a.url) in urls or any(mentions(a.title, t) for t in titles)
     }

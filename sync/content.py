@@ -16,14 +16,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
-from crm_handoff.records import Activity
-from mappings.content import current, opens
+from mappings.content import current, norm_url, urls_in
 from mappings.models import ContentAsset, MappingSet
 from sync.state import StateStore
 from sync.state.rows import _parts, _utc
-from sync.state.tables import identities, ledger
+from sync.state.tables import activities, identities, ledger
 
 BASIS = (
     "an asset counts as recommended once per handoff whose brief named it, and as used when the lead's "
@@ -71,21 +70,37 @@ def _refs(state: StateStore, person_keys: Sequence[str]) -> dict[str, tuple[str,
     return out
 
 
+def _activity(
+    state: StateStore, ids: Sequence[str], emails: Sequence[str], since: datetime, hosts: Sequence[str]
+) -> list[tuple[str, datetime, str]]:
+    """(person id or email, when, title) of the activity since ``since`` of these people whose
+    title names one of ``hosts`` (the rest cannot open a recommended url)."""
+    out: list[tuple[str, datetime, str]] = []
+    on_host = or_(*(activities.c.title.contains(h, autoescape=True) for h in hosts))
+    with state.engine.connect() as conn:
+        for column, values in ((activities.c.person_id, ids), (activities.c.email, emails)):
+            for part in _parts(sorted(set(values))):
+                q = select(column, activities.c.occurred_at, activities.c.title).where(
+                    activities.c.occurred_at >= since, column.in_(part), on_host
+                )
+                out += [(ref, _utc(at) or since, title) for ref, at, title in conn.execute(q)]
+    return out
+
+
 def used(state: StateStore, recs: Sequence[Recommended]) -> set[tuple[str, str, int]]:
     """(handoff, id, version) of the recommendations the lead then opened."""
     out: set[tuple[str, str, int]] = set()
     for part in _parts(list(recs), 1000):
         refs = _refs(state, [r.person_key for r in part])
+        hosts = sorted({norm_url(r.url).split("/", 1)[0] for r in part} - {""})
         ids = [i for r in refs.values() for i in r if "@" not in i]
-        emails = [i for r in refs.values() for i in r if "@" in i]
-        acts = state.activities_for(ids, emails, min(r.at for r in part)) if refs else []
-        by_ref: dict[str, list[Activity]] = {}
-        for a in acts:
-            for ref in {a.person_id, a.email} - {None}:
-                by_ref.setdefault(str(ref), []).append(a)
+        emails = [i.lower() for r in refs.values() for i in r if "@" in i]
+        by_ref: dict[str, list[tuple[datetime, str]]] = {}
+        for ref, at, title in _activity(state, ids, emails, min(r.at for r in part), hosts) if hosts else []:
+            by_ref.setdefault(ref, []).append((at, title))
         for r in part:
-            mine = [a for ref in refs.get(r.person_key, ()) for a in by_ref.get(ref, [])]
-            if any(a.occurred_at >= r.at and opens(a, r.url) for a in mine):
+            seen = {(at, title) for ref in refs.get(r.person_key, ()) for at, title in by_ref.get(ref, [])}
+            if any(at >= r.at and norm_url(r.url) in urls_in(title) for at, title in seen):
                 out.add((r.handoff, r.id, r.version))
     return out
 
