@@ -3,14 +3,15 @@
 A handoff's brief records the assets it recommends on its ledger rows (the payload's
 ``content``: id, version, url). An asset recommended to a lead counts as *used* once
 the lead's activity after the handoff opens its url: an email click on it, a page view
-or a download whose title holds it (``mappings.content.opens``). Each handoff counts
-once per asset (a handoff with a task in both CRMs is one handoff). Activity older than
-the behaviour window leaves the state (``Executor.prune``), so a use is counted while
-the activity that shows it is kept.
+or a download whose title holds it (``mappings.content.urls_in``). Each handoff counts
+once per asset (a handoff with a task in both CRMs, or reassigned, is one handoff).
+Activity older than the behaviour window leaves the state (``Executor.prune``), so a use
+is counted while the activity that shows it is kept.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,9 +25,11 @@ from sync.state import StateStore
 from sync.state.rows import _parts, _utc
 from sync.state.tables import activities, identities, ledger
 
+_REASSIGNED = re.compile(r"(\.r\d+)+$")
 BASIS = (
-    "an asset counts as recommended once per handoff whose brief named it, and as used when the lead's "
-    "activity after the handoff opens its url (an email click, a page view or a download naming it)"
+    "an asset counts as recommended once per handoff whose brief named it (in both CRMs or reassigned, "
+    "it is one handoff), and as used when the lead's activity after the handoff opens its url (an email "
+    "click, a page view or a download naming it)"
 )
 
 
@@ -43,20 +46,20 @@ class Recommended:
 
 
 def recommendations(state: StateStore) -> Iterator[Recommended]:
-    """Every asset a written handoff recommended (status done), once per handoff."""
-    seen: set[str] = set()
+    """Every asset a written handoff recommended (status done), once per handoff: a handoff
+    in both CRMs, and its reassignments (``<key>.rN``), count as the first one."""
+    seen: set[tuple[str, str, int]] = set()
     q = select(ledger.c.key, ledger.c.person_key, ledger.c.planned_at, ledger.c.payload).where(
         ledger.c.status == "done"
     )
     with state.engine.connect() as conn:
         for key, person_key, planned_at, payload in conn.execute(q.order_by(ledger.c.key)):
-            if key in seen:
-                continue
-            seen.add(key)
+            base, at = _REASSIGNED.sub("", key), _utc(planned_at)
             for c in (payload or {}).get("content") or []:
-                at = _utc(planned_at)
-                if at is not None:
-                    yield Recommended(key, person_key, at, str(c["id"]), int(c["version"]), str(c["url"]))
+                asset = (base, str(c["id"]), int(c["version"]))
+                if at is not None and asset not in seen:
+                    seen.add(asset)
+                    yield Recommended(base, person_key, at, asset[1], asset[2], str(c["url"]))
 
 
 def _refs(state: StateStore, person_keys: Sequence[str]) -> dict[str, tuple[str, ...]]:

@@ -89,6 +89,18 @@ def test_a_handoff_in_both_crms_counts_once_and_a_later_click_is_a_use(state):
     assert c["never_recommended"] == ["product-tour", "security-whitepaper", "contoso-story"]
 
 
+def test_a_reassigned_handoff_is_the_same_handoff(state):
+    with state.engine.begin() as conn:
+        conn.execute(insert(identities), [{"person_key": "p1", "hubspot_id": "101", "email": "a@x.example"}])
+    _handoff(state, "p1#1", "p1", ("hubspot",), (ROI, PLAN))
+    _handoff(state, "p1#1.r1", "p1", ("hubspot",), (ROI,))  # the next rep's brief: the same calculator
+    state.save_activities([_click(1, T0 + timedelta(days=2), ROI[2], email="a@x.example")])
+    c = content_figures(state, load_mappings(None))
+    rows = {a["id"]: a for a in c["assets"]}
+    assert (c["handoffs"], c["recommended"], c["used"]) == (1, 2, 1)
+    assert (rows["roi-calculator"]["recommended"], rows["roi-calculator"]["used"]) == (1, 1)
+
+
 def test_an_asset_since_removed_from_the_file_is_still_reported(state):
     _handoff(state, "p1#1", "p1", ("hubspot",), (("old-guide", 3, "https://northwind.example/old"),))
     c = content_figures(state, load_mappings(None))
