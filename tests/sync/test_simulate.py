@@ -194,3 +194,21 @@ def test_people_pages_read_every_record_once_in_pages(state):
     assert [len(p) for p in pages] == [10, 10, 5]
     ids = [p.id for page in pages for p in page]
     assert ids == sorted(ids) and len(set(ids)) == 25
+
+
+def test_the_same_mapping_on_both_sides_differs_in_nothing(state, tmp_path):
+    state.save_people([contact(i) for i in range(4)])
+    same = mapping(tmp_path, "same", threshold=45)
+    data = simulate(state, [("current", "a", same), ("new", "b", same)], NOW, ["hubspot"])
+    assert data["current"]["handed_off"] == data["new"]["handed_off"] == 3  # capacity 3
+    assert data["only_new"]["count"] == data["only_current"]["count"] == data["moved"]["count"] == 0
+    assert data["current"]["nurture_reasons"] == data["new"]["nurture_reasons"] != {}
+
+
+def test_the_bench_runs_the_real_cli_on_a_seeded_state_and_finds_the_extra_handoffs(tmp_path):
+    from bench.simulate import measure
+
+    row = measure(600, tmp_path)
+    assert row["ready_new"] > row["ready_current"] > 0
+    assert row["extra"] == row["handed_new"] - row["handed_current"] > 0  # capacity is ample
+    assert row["peak_rss_mb"] > 10 and row["wall_s"] > 0
