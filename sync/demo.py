@@ -581,6 +581,11 @@ def _print_act_two(story: dict[str, Any], s: Any) -> None:
         )
     for who, before, after in story.get("reassigned", []):
         print(f"Reassigned after a missed SLA: {who}, from {before} to {after}")
+    if story.get("opened_content"):
+        print(
+            f"A lead clicked {story['opened_content']}, recommended in their brief, in a marketing email: "
+            "`handoff report` counts it used."
+        )
     print(
         f"tasks created: hubspot {s.tasks_created.get('hubspot', 0)}, salesforce {s.tasks_created.get('salesforce', 0)}"
     )

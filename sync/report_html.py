@@ -409,7 +409,7 @@ CHARTS: tuple[ChartDef, ...] = (
         "content",
         "Content recommended and used",
         "Per asset and version, the handoffs whose brief recommended it, and how many of those leads then "
-        "opened it (an email click or page view on its url); a bar of none is an asset never used.",
+        "opened it (an email click or page view on its url): an asset with no 'used' bar was never used.",
         "none (all recorded time)",
         lambda d: d["content"]["assets"],
         _content,
