@@ -185,7 +185,7 @@ def _asset_locs(h: Handoff) -> list[tuple[Loc, ContentAsset]]:
 def content_problems(m: MappingSet) -> list[tuple[str, Loc, str]]:
     """(file, field path, message) for every content key that names something unknown."""
     h = m.handoff
-    problems = _asset_problems(h, set(m.lifecycle.all_stages))
+    problems = _asset_problems(h, set(m.lifecycle.all_stages)) + _cycle_problems(h)
     if h.content:
         problems += _gate_problems(h.content, m.lifecycle.all_stages)
     return [("handoff", loc, msg) for loc, msg in problems]
@@ -225,6 +225,21 @@ def _asset_problems(h: Handoff, stages: set[str]) -> list[tuple[Loc, str]]:
                 for j, s in enumerate(a.stages)
                 if s not in stages
             ]
+    return out
+
+
+def _cycle_problems(h: Handoff) -> list[tuple[Loc, str]]:
+    """An asset whose ``supersedes`` chain comes back to it (no version of it could be current)."""
+    by_key = {a.key: a for a in h.assets}
+    out: list[tuple[Loc, str]] = []
+    for loc, a in _asset_locs(h):
+        chain = [a.key]
+        while (prev := by_key[chain[-1]].supersedes) in by_key and prev not in chain:
+            chain.append(prev)
+        if prev == a.key:
+            out.append(
+                ((*loc, "supersedes"), f"supersedes goes round in a circle: {' -> '.join([*chain, a.key])}")
+            )
     return out
 
 

@@ -223,6 +223,28 @@ def test_a_content_mistake_is_one_line_with_file_and_line(cfg, capsys, old, new,
     assert re.search(pattern, out[0]), out[0]
 
 
+def test_supersedes_in_a_circle_is_named(cfg, capsys):
+    path = cfg / "handoff.yaml"
+    text = path.read_text()
+    old = "{id: security-whitepaper-2023, gate: consideration, retired: true,"
+    path.write_text(
+        text.replace(
+            old, "{id: security-whitepaper-2023, supersedes: security-whitepaper, gate: consideration,"
+        )
+    )
+    lines_ = path.read_text().splitlines()
+    first = next(i for i, t in enumerate(lines_, 1) if "supersedes: security-whitepaper," in t)
+    second = next(i for i, t in enumerate(lines_, 1) if "supersedes: security-whitepaper-2023," in t)
+    assert main(["validate", "--offline", "--config", str(cfg)]) == 2
+    out = [ln for ln in capsys.readouterr().err.splitlines() if ln]
+    assert out == [
+        f"error: {path}:{first}: content.assets[1].supersedes: supersedes goes round in a circle: "
+        "security-whitepaper-2023 -> security-whitepaper -> security-whitepaper-2023",
+        f"error: {path}:{second}: content.assets[2].supersedes: supersedes goes round in a circle: "
+        "security-whitepaper -> security-whitepaper-2023 -> security-whitepaper",
+    ]
+
+
 def test_a_gate_without_content_gates_is_one_line(cfg, capsys):
     path = cfg / "handoff.yaml"
     text = path.read_text()
