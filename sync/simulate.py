@@ -214,7 +214,8 @@ def _route(
     before = {e: used.get(e, 0) + side.outside.get(e, 0) for e in weeks}
     router = Router(reps, before, cfg.pools)
     first: dict[str, str] = {}
-    side.queued.sort(key=Queued.order)
+    once = {q.key: q for q in reversed(side.queued)}  # a person whose records fell on two pages: once
+    side.queued = sorted(once.values(), key=Queued.order)
     for page in chunked(side.queued, PAGE):
         emails = [q.email for q in page if q.email]
         aside = set_aside(
@@ -327,13 +328,27 @@ def _report(
             ],
         },
         "outside_work": {
-            "source": "the last cycle's count this week (no CRM call)"
-            if cycle
-            else "none (no earlier cycle)",
+            "source": _outside_source(cur, new, cycle is not None),
             "current": cur.outside,
             "new": new.outside,
         },
     }
+
+
+def _outside_source(cur: Side, new: Side, had_cycle: bool) -> str:
+    """Where the outside work counted came from, in words."""
+    counted = any(
+        open_work_spec(side.mapping.reps.outside_for(rep), crm) is not None
+        for side in (cur, new)
+        for rep in side.mapping.reps.reps
+        if rep.active
+        for crm in CRMS
+    )
+    if not counted:
+        return "not counted (reps.yaml outside_work is off)"
+    if had_cycle:
+        return "the last cycle's count this week (no CRM call; 0 for a rep it did not count)"
+    return "0: no earlier cycle to take the count from (no CRM call)"
 
 
 def _side_json(side: Side) -> dict[str, Any]:

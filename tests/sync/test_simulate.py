@@ -92,7 +92,10 @@ def test_only_the_lowered_threshold_s_extra_people_are_handed_off_within_the_cap
     assert data["per_rep"] == {DANA: {"current": 0, "new": 2}}
     assert [p["person_key"] for p in data["only_new"]["people"]] == ["hs-1000", "hs-1001"]  # queue order
     assert data["only_new"]["people"][0]["under_current"].startswith("not sales-ready (score 45 of 60): ")
-    assert data["only_current"]["count"] == 0 and data["outside_work"]["source"] == "none (no earlier cycle)"
+    assert (
+        data["only_current"]["count"] == 0
+        and data["outside_work"]["source"] == "not counted (reps.yaml outside_work is off)"
+    )
 
 
 def test_outside_work_is_the_last_cycle_s_count_this_week_and_no_crm_is_asked(state, tmp_path):
@@ -112,6 +115,7 @@ def test_outside_work_is_the_last_cycle_s_count_this_week_and_no_crm_is_asked(st
     load = data["new"]["capacity_per_rep"][DANA]
     assert load == {"capacity": 6, "used_before": 4, "outside_work": 2, "assigned": 2, "left": 0}
     assert data["outside_work"]["new"] == {DANA: 2}
+    assert data["outside_work"]["source"].startswith("the last cycle's count this week (no CRM call")
     assert data["new"]["handed_off"] == 2 and data["new"]["kept_in_nurture"] == 1
     without = mapping(tmp_path, "plain", minutes=120, threshold=45)  # outside work not counted
     data = simulate(state, [("current", "cur", cur), ("new", "plain", without)], NOW, ["hubspot"])
