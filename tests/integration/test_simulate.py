@@ -179,3 +179,17 @@ def cli(*argv: str) -> tuple[int, str, str]:
     with redirect_stdout(out), redirect_stderr(err):
         code = main(list(argv))
     return code, out.getvalue(), err.getvalue()
+
+
+def test_a_broken_new_mapping_is_one_line_naming_the_file_and_nothing_is_read(crms, monkeypatch, tmp_path):
+    cfg = mapping_dir(tmp_path / "current", reps=[rep(DANA, "hubspot")])
+    add_rep_users(crms, DANA)
+    code, _ = sync_json(crms, monkeypatch, cfg)
+    broken = mapping_dir(tmp_path / "broken", reps=[rep(DANA, "hubspot")])
+    path = broken / "sales_ready.yaml"
+    path.write_text(path.read_text().replace("threshold: 60", "threshold: sixty"))
+    crms.hs.calls.clear()
+    code, out, err = run_cli(crms, monkeypatch, "simulate", "--config", str(broken), "--current", str(cfg))
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith("error: ") and "sales_ready.yaml:" in err and "threshold" in err
+    assert dict(crms.hs.calls) == {}
