@@ -296,12 +296,14 @@ def _lapsed_why(engine: Engine, q: Qualification, threshold: int) -> str:
 
 def _missing_write(engine: Engine, prof: Profile, q: Qualification, writes: Writes) -> None:
     """What the person still needs to be sales-ready, on the HubSpot contact (``crm_handoff_missing``,
-    empty once sales-ready), for marketing's nurture to aim at; written only when it changed."""
+    empty once sales-ready), for marketing's nurture to aim at; written only when it changed, and
+    only for people with some fit or behaviour (score above 0): a portal's cold contacts are not
+    all written (that would cost a write and a re-read of every contact)."""
     hs, conn = prof.hubspot, engine.connectors.get("hubspot")
     name = conn.handoff_fields.get("missing") if conn is not None else None
     if hs is None or name is None:
         return
-    value = q.next_step[:1000]
+    value = q.next_step[:1000] if q.score > 0 else ""
     if (hs.values.get(name) or "") != value:
         writes.put("hubspot", hs.id, hs.object_type, {name: value})
 
