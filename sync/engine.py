@@ -46,6 +46,9 @@ class Engine:
         #: What started the cycle: the schedule (a full ingest) or webhook deliveries (a
         #: micro-cycle: ingest reads just the contacts they name, ``sync.ingest``).
         self.trigger: Literal["schedule", "webhooks"] = "schedule"
+        #: The CRMs this cycle pulls (a schedule job's ``crms``; None: all). The others are not
+        #: read at all (their watermarks stay), but still receive the writes a handoff needs.
+        self.pulls: tuple[str, ...] | None = None
 
     @property
     def order(self) -> list[str]:
@@ -53,6 +56,11 @@ class Engine:
         own (rate-limited, ``Connector.activity_in_background``) come last, so the others'
         pulls and processing (CPU) overlap that activity pull."""
         return sorted(self.connectors, key=lambda crm: self.connectors[crm].activity_in_background)
+
+    @property
+    def pull_order(self) -> list[str]:
+        """The CRMs this cycle pulls, in processing order (``pulls``)."""
+        return [crm for crm in self.order if self.pulls is None or crm in self.pulls]
 
     @property
     def window_days(self) -> int:

@@ -105,7 +105,7 @@ def follow_up(engine: Engine, ctx: CycleContext, execute: Executor) -> FollowUpC
     if ctx.dry_run:
         return counts
     counts.opened = open_rows(engine, ctx)
-    marks = {crm: ctx.now for crm in engine.connectors}
+    marks = {crm: ctx.now for crm in engine.pull_order}
     _handle(engine, ctx, execute, _observe(engine, ctx), counts, confirmed=False)
     after: tuple[datetime, str] | None = None
     while due := engine.state.due_outcomes(ctx.now, after, DUE_PAGE):  # a page at a time: memory stays flat
@@ -205,7 +205,8 @@ def _observe(engine: Engine, ctx: CycleContext) -> dict[str, Seen]:
     tasks: dict[str, list[TaskState]] = {}
     touches: list[Touch] = []
     since: dict[str, datetime] = {}
-    for crm, conn in engine.connectors.items():
+    for crm in engine.pull_order:  # a job that pulls one CRM looks at that CRM's tasks only
+        conn = engine.connectors[crm]
         mark = state.watermark(crm, WATERMARK)
         since[crm] = (datetime.fromisoformat(mark) if mark else oldest) - engine.lookback
         changes = conn.task_changes(since[crm], sorted(ctx.owner_ids(crm).values()))
@@ -213,10 +214,10 @@ def _observe(engine: Engine, ctx: CycleContext) -> dict[str, Seen]:
             if t.key:
                 tasks.setdefault(t.key, []).append(t)
         touches += changes.touches
-    if "hubspot" in engine.connectors:
+    if "hubspot" in since:
         touches += _hubspot_touches(engine, since["hubspot"])
-    for crm in engine.connectors:
-        touches += _status_moves(engine, crm, since[crm])
+    for crm, at in since.items():
+        touches += _status_moves(engine, crm, at)
     return _seen(engine, ctx, tasks, touches)
 
 

@@ -78,7 +78,7 @@ def batches(engine: Engine, ctx: CycleContext) -> Iterator[Batch]:
     _open_pulls(engine, ctx)  # people pages are fetched while activity is pulled
     try:
         background = _start_activities(engine, ctx)
-        for crm in engine.order:
+        for crm in engine.pull_order:
             if crm in background:
                 _finish_activities(engine, ctx, background.pop(crm))
             yield from _people_pass(engine, ctx, crm, list(background.values()))
@@ -119,8 +119,8 @@ def load_owners(engine: Engine, ctx: CycleContext) -> None:
 
 
 def _start_activities(engine: Engine, ctx: CycleContext) -> dict[str, ActivityPull]:
-    """Every CRM's activity pull: inline ones finished now, background ones started."""
-    order = engine.order
+    """Every pulled CRM's activity pull: inline ones finished now, background ones started."""
+    order = engine.pull_order
     background = {
         crm: _start_pull(engine, ctx, crm, background=True)
         for crm in order[1:]
@@ -214,7 +214,7 @@ def _open_pulls(engine: Engine, ctx: CycleContext) -> None:
     memory at a time.
     """
     previous: Ahead | None = None
-    for crm in engine.order:
+    for crm in engine.pull_order:
         conn = engine.connectors[crm]
         point = PassCheckpoint.from_json(json.loads(engine.state.watermark(crm, "people") or "{}"))
         if point.interrupted:  # an interrupted pass: continue after its last chunk

@@ -10,14 +10,19 @@ soon as a rep's new week (and capacity) begins. A schedule file replaces it::
       sync: {every_seconds: 180}
       weekly-reset: {cron: "0 8 * * mon", timezone: reps}   # one job per rep time zone
       nightly: {cron: "30 2 * * *", timezone: Europe/Berlin}
+      salesforce-fast: {every_seconds: 60, crms: [salesforce]}   # pulls Salesforce only
 
-Every job runs one cycle; all of them share one lease, so cycles never overlap.
+Every job runs one cycle; all of them share one lease, so cycles never overlap. ``crms``
+names the CRMs a job pulls (default: all): a short Salesforce interval beside a longer full
+cycle. A job that does not pull a CRM leaves its watermarks alone (the next job that pulls
+it reads everything since), but still writes there what a handoff needs (the rep's task).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -42,6 +47,7 @@ class JobSpec(BaseModel):
     cron: str | None = None
     timezone: str = "UTC"
     enabled: bool = True
+    crms: tuple[Literal["hubspot", "salesforce"], ...] | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _one_trigger(self) -> JobSpec:
@@ -64,6 +70,7 @@ class Job:
     name: str
     trigger: BaseTrigger
     run_at_start: bool = False
+    crms: tuple[str, ...] | None = None  # the CRMs it pulls (None: all)
 
     def describe(self) -> str:
         return f"{self.name}: {self.trigger}"
@@ -86,7 +93,8 @@ def _zone(name: str, where: str) -> ZoneInfo:
 
 def _jobs_for(name: str, spec: JobSpec, mapping: MappingSet, where: str) -> list[Job]:
     if spec.every_seconds is not None:
-        return [Job(name, IntervalTrigger(seconds=spec.every_seconds, timezone="UTC"), run_at_start=True)]
+        trigger = IntervalTrigger(seconds=spec.every_seconds, timezone="UTC")
+        return [Job(name, trigger, run_at_start=True, crms=spec.crms)]
     zones = rep_zones(mapping) if spec.timezone == REP_ZONES else [spec.timezone]
     out = []
     for zone in zones:
@@ -94,7 +102,7 @@ def _jobs_for(name: str, spec: JobSpec, mapping: MappingSet, where: str) -> list
             trigger = CronTrigger.from_crontab(spec.cron or "", timezone=_zone(zone, where))
         except ValueError as exc:
             raise ConfigError(f"{where}.cron: {exc} (expected 'minute hour day month weekday')") from None
-        out.append(Job(f"{name}@{zone}" if spec.timezone == REP_ZONES else name, trigger))
+        out.append(Job(f"{name}@{zone}" if spec.timezone == REP_ZONES else name, trigger, crms=spec.crms))
     return out
 
 

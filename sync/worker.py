@@ -104,6 +104,7 @@ class Worker:
         self._pruned = 0.0
         self._cycle = threading.Lock()
         self._running: str | None = None  # the job holding ``_cycle``
+        self._pulls: dict[str, tuple[str, ...] | None] = {}  # job -> the CRMs it pulls
         self._scheduled_waiting = threading.Event()  # a scheduled job waits for a micro-cycle
         self.last_run: dict[str, Any] = {}
         self.scheduler = BackgroundScheduler(
@@ -197,6 +198,7 @@ class Worker:
             engine = build_engine(self.settings, mapping, self.state, fence=fence.check if fence else None)
             if job == WEBHOOK_JOB:
                 engine.trigger = "webhooks"
+            engine.pulls = self._pulls.get(job)  # a job may pull some CRMs only (sync.schedule)
             result = run_cycle(engine, datetime.now(UTC), should_stop=should_stop)
         except Exception as exc:
             return self._failed(job, run_uid, exc, last_id)
@@ -330,6 +332,7 @@ class Worker:
         """Add the jobs; interval jobs also run once right away."""
         now = datetime.now(UTC)
         for job in jobs:
+            self._pulls[job.name] = job.crms
             first: dict[str, Any] = {"next_run_time": now} if job.run_at_start else {}
             self.scheduler.add_job(
                 self.run_job, job.trigger, args=[job.name], id=job.name, name=job.name, **first

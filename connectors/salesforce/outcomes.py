@@ -11,6 +11,8 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import time
+
 import requests
 import structlog
 from more_itertools import chunked
@@ -65,9 +67,21 @@ def _records(
         yield from conn.query(soql, include_deleted=deleted)
 
 
+#: Whether an org's Task has the outcome picklist, by instance URL: (monotonic time, answer).
+_HAS_OUTCOME: dict[str, tuple[float, bool]] = {}
+OUTCOME_FIELD_TTL = 3600.0  # seconds: a worker's every-minute check does not describe Task each time
+
+
 def has_outcome_field(conn: SalesforceConnector) -> bool:
-    """True when the org's Task has the outcome picklist (describe, read once per connector)."""
-    return any(f.get("name") == OUTCOME_FIELD for f in conn.describe("Task").get("fields", []))
+    """True when the org's Task has the outcome picklist: describe, read once per connector,
+    and remembered for an hour per org in this process (``handoff install`` forgets it)."""
+    key = str(conn.sf.base_url)
+    seen = _HAS_OUTCOME.get(key)
+    if seen is not None and time.monotonic() - seen[0] < OUTCOME_FIELD_TTL:
+        return seen[1]
+    found = any(f.get("name") == OUTCOME_FIELD for f in conn.describe("Task").get("fields", []))
+    _HAS_OUTCOME[key] = (time.monotonic(), found)
+    return found
 
 
 def read_tasks(conn: SalesforceConnector, task_ids: Sequence[str]) -> list[TaskState]:
@@ -215,6 +229,7 @@ def install_outcomes(conn: SalesforceConnector, values: Sequence[tuple[str, str]
     no longer listed are kept: Tasks may hold them). Idempotent: a second run changes
     nothing and makes no Metadata API call."""
     conn.forget_describe("Task")
+    _HAS_OUTCOME.pop(str(conn.sf.base_url), None)
     field = next((f for f in conn.describe("Task").get("fields", []) if f.get("name") == OUTCOME_FIELD), None)
     existing = {
         str(p["value"]): str(p.get("label") or p["value"]) for p in (field or {}).get("picklistValues", [])

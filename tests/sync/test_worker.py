@@ -106,17 +106,21 @@ def test_schedule_file_jobs_and_one_line_errors(tmp_path):
               sync: {every_seconds: 60}
               nightly: {cron: "30 2 * * *", timezone: Europe/Berlin}
               weekly-reset: {cron: "0 8 * * mon", enabled: false}
+              salesforce-fast: {every_seconds: 30, crms: [salesforce]}
             """
         )
     )
     jobs = load_schedule(Settings(handoff_schedule_file=good), mapping)  # type: ignore[call-arg]
-    assert [j.name for j in jobs] == ["sync", "nightly"]
+    assert [j.name for j in jobs] == ["sync", "nightly", "salesforce-fast"]
+    assert [j.crms for j in jobs] == [None, None, ("salesforce",)]
     bad = tmp_path / "bad.yaml"
     for text, pattern in [
         ("version: 1\njobs: {sync: {every_seconds: 5, cron: '* * * * *'}}", "jobs.sync: .*exactly one"),
         ("version: 1\njobs: {x: {cron: 'not cron'}}", r"jobs\.x\.cron: "),
         ("version: 1\njobs: {x: {cron: '0 8 * * mon', timezone: Mars/Base}}", "unknown IANA time zone"),
         ("version: 1\njobs: {x: {every_secs: 5}}", r"jobs\.x\.every_secs: Extra inputs"),
+        ("version: 1\njobs: {x: {every_seconds: 5, crms: [pipedrive]}}", r"jobs\.x\.crms\.0: Input should be"),
+        ("version: 1\njobs: {x: {every_seconds: 5, crms: []}}", r"jobs\.x\.crms: "),
     ]:
         bad.write_text(text)
         with pytest.raises(ConfigError, match=pattern) as err:
