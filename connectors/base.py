@@ -139,6 +139,11 @@ class Connector(Protocol):
         costs one call."""
         ...
 
+    def read_people(self, ids: Sequence[str]) -> list[Person]:
+        """These records as the CRM holds them now (batched; an id it no longer has comes
+        back as a deleted person). For ``handoff explain --refresh``."""
+        ...
+
     def close_tasks(self, items: Sequence[TaskClose]) -> list[WriteResult]:
         """Close tasks with a note appended, idempotently (a closed task: success, nothing
         written); one result per item, keyed by task id."""

@@ -119,6 +119,9 @@ def _parser() -> argparse.ArgumentParser:
         "person", help="an email, a HubSpot or Salesforce id (hubspot:ID, salesforce:ID) or a person key"
     )
     explain.add_argument("--json", action="store_true")
+    explain.add_argument(
+        "--refresh", action="store_true", help="read the person's records from the CRMs first (reads only)"
+    )
     explain.add_argument("--as-of", metavar="ISO", help="the time to explain as of (windows, capacity week)")
     explain.add_argument("--config", **cfg)
 
@@ -385,7 +388,8 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
-    """One person as the state holds them, and why; no CRM call (``sync.explain``)."""
+    """One person as the state holds them, and why; no CRM call unless ``--refresh``
+    (``sync.explain``); nothing is written."""
     from crm_handoff.errors import EXIT_PARTIAL
     from sync.explain import explain, print_explanation
     from sync.wiring import open_state
@@ -393,7 +397,12 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
     mapping = _mapping(args, settings)
     state = open_state(settings, read_only=True)
     try:
-        found = explain(state, mapping, args.person, _now(args))
+        connectors = None
+        if getattr(args, "refresh", False):
+            from sync.wiring import build_connectors
+
+            connectors = build_connectors(settings, mapping)
+        found = explain(state, mapping, args.person, _now(args), connectors)
     finally:
         state.close()
     if not found:

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from connectors.base import Connector
 from crm_handoff.records import Owner, Person, normalize_email
 from mappings.models import MappingSet, Rep
 from sync.calendar import available
@@ -57,6 +58,19 @@ def find_people(state: StateStore, ref: str) -> list[Person]:
     return people + state.people_by_ids("salesforce", sorted(ids["salesforce"]))
 
 
+def refreshed(people: Sequence[Person], connectors: Mapping[str, Connector]) -> list[Person]:
+    """The records as each CRM holds them now (``Connector.read_people``; one a CRM has no
+    longer drops out); a CRM not configured keeps the mirror's copy."""
+    out: list[Person] = []
+    for crm in ("hubspot", "salesforce"):
+        mine = [p for p in people if p.crm == crm]
+        if mine and crm in connectors:
+            out += [p for p in connectors[crm].read_people([p.id for p in mine]) if not p.deleted]
+        else:
+            out += mine
+    return out
+
+
 def cached_owners(state: StateStore) -> dict[str, list[Owner]]:
     """The owners and users each CRM had at the last cycle (the owners cache)."""
     out: dict[str, list[Owner]] = {}
@@ -70,11 +84,21 @@ def cached_owners(state: StateStore) -> dict[str, list[Owner]]:
     return out
 
 
-def explain(state: StateStore, mapping: MappingSet, ref: str, now: datetime) -> list[dict[str, Any]]:
-    """Explain every person ``ref`` finds (several when one email is several people)."""
+def explain(
+    state: StateStore,
+    mapping: MappingSet,
+    ref: str,
+    now: datetime,
+    connectors: Mapping[str, Connector] | None = None,
+) -> list[dict[str, Any]]:
+    """Explain every person ``ref`` finds (several when one email is several people).
+    With ``connectors`` (``--refresh``) their records are read again from the CRMs first
+    (batched, reads only); nothing is written anywhere."""
     people = find_people(state, ref)
     if not people:
         return []
+    if connectors:
+        people = refreshed(people, connectors)
     engine = Engine(mapping, state, {})
     ctx = CycleContext(now=now, dry_run=True)
     ctx.owners = cached_owners(state)

@@ -52,6 +52,7 @@ READS = frozenset(
         "read_tasks",
         "touches",
         "task_changes",
+        "read_people",
     }
 )
 
@@ -105,6 +106,9 @@ class FencedConnector:
 
     def task_changes(self, since: datetime, owner_ids: Sequence[str]) -> TaskChanges:
         return self.inner.task_changes(since, owner_ids)
+
+    def read_people(self, ids: Sequence[str]) -> list[Person]:
+        return self.inner.read_people(ids)
 
     # --- writes ---------------------------------------------------------------------
     def write_tasks(self, tasks: Sequence[TaskRequest]) -> list[WriteResult]:

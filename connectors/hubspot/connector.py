@@ -656,6 +656,12 @@ class HubSpotConnector:
 
         return outcomes.touches(self, person_ids, since)
 
+    def read_people(self, ids: Sequence[str]) -> list[Person]:
+        """Contacts by id: batch reads of 100 (``webhooks.read_contacts``)."""
+        from connectors.hubspot.webhooks import read_contacts
+
+        return read_contacts(self, ids)
+
     def task_changes(self, since: datetime, owner_ids: Sequence[str]) -> TaskChanges:
         """Handoff tasks modified since ``since`` (a keyset-paged search; no touches)."""
         from connectors.hubspot import outcomes

@@ -228,3 +228,29 @@ def test_a_definition_met_without_an_email_is_set_aside_with_the_reason(crms, mo
     data = explain_json(crms, monkeypatch, cfg, cid)
     assert data["definitions_met"] == ["Attended a webinar"] and data["blockers"] == ["missing email"]
     assert data["routing"]["decision"] == "set aside: no email address"
+
+
+def test_explain_refresh_reads_the_records_again_and_writes_nothing(crms, monkeypatch, tmp_path):
+    """--refresh: the person's records as the CRMs hold them now (reads only); the state is
+    not changed, and without --refresh the mirror's copy is explained as before."""
+    cfg = mapping_dir(tmp_path, reps=[rep(DANA, "salesforce")])
+    add_rep_users(crms, DANA)
+    cid = contact(crms, 9)
+    lead = add_lead(crms, 9, Email="p9@initech9.example", Title="Analyst")
+    assert sync_json(crms, monkeypatch, cfg)[0] == 0
+    crms.hs_store.update_contact(cid, {"jobtitle": "VP Operations"})  # changed after the cycle
+    crms.sf_store.update("Lead", lead, {"Title": "Chief Data Officer"})
+
+    stale = explain_json(crms, monkeypatch, cfg, "p9@initech9.example")
+    assert stale["profile"]["title"] == "Analyst"
+    for key, value in crms.env.items():
+        monkeypatch.setenv(key, value)  # the CRMs reachable this time
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main(["explain", "p9@initech9.example", "--refresh", "--json", "--config", str(cfg)])
+    assert code == 0, err.getvalue()
+    fresh = json.loads(out.getvalue())
+    assert fresh["profile"]["title"] in ("VP Operations", "Chief Data Officer")  # each CRM's rule decides
+    assert "Senior title" in [r["rule"] for r in fresh["reasons"]]
+    again = explain_json(crms, monkeypatch, cfg, "p9@initech9.example")
+    assert again["profile"]["title"] == "Analyst"  # the mirror was not written
