@@ -7,11 +7,10 @@ sObject Collections updates (200 a call, ``allOrNone: false``). Never a call per
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
-
-import time
 
 import requests
 import structlog
