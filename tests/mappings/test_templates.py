@@ -84,7 +84,12 @@ PERSON = "it has: company, country, email, fields, name, stage, title"
             "body",
             "unknown attribute 'rulez' of r (it has: detail, points, rule)",
         ),
-        ("{{ c.url }}", "{{ c.link }}", "body", "unknown attribute 'link' of c (it has: gate, id, title, url, version)"),
+        (
+            "{{ c.url }}",
+            "{{ c.link }}",
+            "body",
+            "unknown attribute 'link' of c (it has: gate, id, title, url, version)",
+        ),
         (
             EMAIL_LINE,
             "{% for x in reasons %}{{ x.rule }}{% endfor %}{% for x in content %}{{ x.rule }}{% endfor %}",

@@ -26,7 +26,9 @@ def test_a_holiday_stops_the_clock_out_of_office_does_not():
     friday = datetime(2025, 6, 6, 16, 0, tzinfo=UTC)
     holiday = schedule("UTC", Availability.model_validate(OFFICE | {"holidays": ["2025-06-09"]}), None)
     assert first_touch_due(holiday, friday, 8) == datetime(2025, 6, 10, 16, 0, tzinfo=UTC)
-    away = Availability.model_validate(OFFICE | {"out_of_office": [{"from": "2025-06-09", "to": "2025-06-20"}]})
+    away = Availability.model_validate(
+        OFFICE | {"out_of_office": [{"from": "2025-06-09", "to": "2025-06-20"}]}
+    )
     gone = schedule("UTC", away, None)
     assert date(2025, 6, 9) in gone.out_of_office[0]
     assert first_touch_due(gone, friday, 8) == datetime(2025, 6, 9, 16, 0, tzinfo=UTC)  # due while away

@@ -255,7 +255,10 @@ def test_an_empty_state_has_no_figures_and_no_made_up_rates(state):
     }
     assert d["pending"] == {}  # outcomes, overflow and content arrived
     assert (d["content"]["handoffs"], d["content"]["recommended"], d["content"]["used"]) == (0, 0, 0)
-    assert d["outcomes"]["leads_handed_off"] == 0 and d["outcomes"]["time_to_first_touch_hours"]["median"] is None
+    assert (
+        d["outcomes"]["leads_handed_off"] == 0
+        and d["outcomes"]["time_to_first_touch_hours"]["median"] is None
+    )
     assert d["reps"][0]["weekly_capacity"] > 0
 
 

@@ -12,7 +12,13 @@ from sync.qualify import qualify
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 M = load_mappings()
-PERSON = {"email": "ana@acme.io", "first_name": "Ana", "last_name": "Ruiz", "company": "Acme", "title": "VP Ops"}
+PERSON = {
+    "email": "ana@acme.io",
+    "first_name": "Ana",
+    "last_name": "Ruiz",
+    "company": "Acme",
+    "title": "VP Ops",
+}
 
 
 def brief(q, definitions):

@@ -119,7 +119,10 @@ def test_schedule_file_jobs_and_one_line_errors(tmp_path):
         ("version: 1\njobs: {x: {cron: 'not cron'}}", r"jobs\.x\.cron: "),
         ("version: 1\njobs: {x: {cron: '0 8 * * mon', timezone: Mars/Base}}", "unknown IANA time zone"),
         ("version: 1\njobs: {x: {every_secs: 5}}", r"jobs\.x\.every_secs: Extra inputs"),
-        ("version: 1\njobs: {x: {every_seconds: 5, crms: [pipedrive]}}", r"jobs\.x\.crms\.0: Input should be"),
+        (
+            "version: 1\njobs: {x: {every_seconds: 5, crms: [pipedrive]}}",
+            r"jobs\.x\.crms\.0: Input should be",
+        ),
         ("version: 1\njobs: {x: {every_seconds: 5, crms: []}}", r"jobs\.x\.crms: "),
     ]:
         bad.write_text(text)
