@@ -51,7 +51,6 @@ class WebhookResult:
     micro_handoffs: int = 0
     scheduled_cycles: int = 0
     scheduled_handoffs: int = 0
-    scheduled_wall: list[float] = field(default_factory=list)  # seconds each scheduled cycle took
     deliveries: int = 0
     duplicates: int = 0
 
@@ -90,11 +89,7 @@ def _runs(url: str, after: int = 0) -> list[dict[str, Any]]:
         rows = store.runs_by_status(["ok", "partial"], limit=100_000)
     finally:
         store.close()
-    return [
-        dict(r["summary"]) | {"id": r["id"], "wall": (r["finished_at"] - r["started_at"]).total_seconds()}
-        for r in reversed(rows)
-        if r["id"] > after
-    ]
+    return [dict(r["summary"]) | {"id": r["id"]} for r in reversed(rows) if r["id"] > after]
 
 
 def bench_size(
@@ -189,7 +184,6 @@ def _count(result: WebhookResult, runs: Sequence[dict[str, Any]], sender: Webhoo
         else:
             result.scheduled_cycles += 1
             result.scheduled_handoffs += handed
-            result.scheduled_wall.append(round(float(r["wall"]), 1))
     result.deliveries = len(sender.sent)
     result.duplicates = sum(1 for a in sender.sent if a.duplicate)
 
@@ -200,8 +194,8 @@ def render(results: Sequence[WebhookResult], latency: Latency, interval: int, sp
         f"{interval} s, form fills at random moments over {span:.0f} s, ~5% of deliveries sent twice.",
         "",
         "| size | form fills | handed off | missed | p50 s | p95 s | max s | micro-cycles | HubSpot+SF calls"
-        " per webhook handoff | scheduled cycles (handoffs) | scheduled cycle wall s | deliveries (duplicates) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        " per webhook handoff | scheduled cycles (handoffs) | deliveries (duplicates) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         per = r.micro_calls / r.micro_handoffs if r.micro_handoffs else float("nan")
@@ -209,7 +203,7 @@ def render(results: Sequence[WebhookResult], latency: Latency, interval: int, sp
             f"| {r.people:,} | {len(r.latencies) + r.missed} | {len(r.latencies)} | {r.missed} | "
             f"{r.quantile(0.5):.1f} | {r.quantile(0.95):.1f} | {max(r.latencies):.1f} | {r.micro_cycles} | "
             f"{per:.1f} ({r.micro_calls} / {r.micro_handoffs}) | {r.scheduled_cycles} ({r.scheduled_handoffs}) | "
-            f"{', '.join(f'{w:.1f}' for w in r.scheduled_wall) or '-'} | {r.deliveries} ({r.duplicates}) |"
+            f"{r.deliveries} ({r.duplicates}) |"
         )
     return "\n".join(rows)
 
