@@ -138,8 +138,27 @@ def task_changes(conn: SalesforceConnector, since: datetime, owner_ids: Sequence
     created since then only when closed, deleted or given an outcome, so the Tasks
     crm-handoff just wrote are not read back), and the calls, emails and meetings these
     owners logged on a lead or contact since then: three statements, their first pages in
-    one Composite call (an idle org: one API call)."""
-    fields = [*_TASK_FIELDS, OUTCOME_FIELD] if has_outcome_field(conn) else list(_TASK_FIELDS)
+    one Composite call (an idle org: one API call).
+
+    The outcome picklist is asked for without a describe first: an org without it (no
+    ``handoff install``) answers ``INVALID_FIELD``, and the statements go again without it
+    (remembered for an hour in this process)."""
+    seen = _HAS_OUTCOME.get(str(conn.sf.base_url))
+    hopeful = seen is None or seen[1] or time.monotonic() - seen[0] >= OUTCOME_FIELD_TTL
+    if hopeful:
+        try:
+            return _task_changes(conn, since, owner_ids, with_outcome=True)
+        except CrmError as exc:
+            if OUTCOME_FIELD not in str(exc):
+                raise
+            _HAS_OUTCOME[str(conn.sf.base_url)] = (time.monotonic(), False)
+    return _task_changes(conn, since, owner_ids, with_outcome=False)
+
+
+def _task_changes(
+    conn: SalesforceConnector, since: datetime, owner_ids: Sequence[str], with_outcome: bool
+) -> TaskChanges:
+    fields = [*_TASK_FIELDS, OUTCOME_FIELD] if with_outcome else list(_TASK_FIELDS)
     key = HANDOFF_FIELDS["task_key"]
     changed = f"SELECT {', '.join(fields)} FROM Task WHERE {key} != null AND SystemModstamp >= {{}} AND "
     picked = f" OR {OUTCOME_FIELD} != null" if OUTCOME_FIELD in fields else ""

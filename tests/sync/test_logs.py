@@ -22,6 +22,7 @@ def test_every_secret_setting_is_redacted_in_json_logs(
     )
     for name, value in values.items():
         monkeypatch.setenv(name, value)
+    monkeypatch.setenv("HANDOFF_SMTP_USER", "notifier")  # the SMTP password is for a user
     settings = load_settings()
     logs.configure("json", "debug", _secrets(settings))
     log = structlog.get_logger("test")

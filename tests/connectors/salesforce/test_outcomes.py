@@ -276,3 +276,44 @@ def test_install_without_metadata_access_says_what_to_create():
         assert "worked, not_a_fit, wrong_rep" in line
     finally:
         box.stop()
+
+
+def test_task_changes_is_one_composite_call_and_reads_no_describe(box, conn, clock):
+    store = box.store
+    rep = user(store, "dana")
+    ids = handoffs(conn, store, rep, 3)
+    since = clock.now
+    clock.now += timedelta(minutes=5)
+    store.update("Task", ids[0], {"Status": "Completed", OUTCOME_FIELD: "worked"})
+    box.calls.clear()
+    fresh = connector(box)  # a new cycle's connector: no describe cached on it
+    changes = fresh.task_changes(since, [rep])
+    assert [(t.task_id[:15], t.closed, t.outcome) for t in changes.tasks] == [(ids[0][:15], True, "worked")]
+    assert sum(box.calls.values()) == 1 and not any("describe" in name for name in box.calls), dict(box.calls)
+
+
+def test_task_changes_in_an_org_without_the_outcome_picklist(clock):
+    from dataclasses import replace
+
+    from connectors.salesforce import outcomes
+
+    store = SalesforceStore(clock=clock)
+    table = store._tables["Task"]
+    table.definition = replace(table.definition, hidden=table.definition.hidden | {OUTCOME_FIELD})
+    sandbox = SalesforceSandbox(store)
+    sandbox.start()
+    try:
+        outcomes._HAS_OUTCOME.clear()
+        c = connector(sandbox)
+        rep = user(store, "dana")
+        ids = handoffs(c, store, rep, 2)
+        since = clock.now
+        clock.now += timedelta(minutes=5)
+        store.update("Task", ids[1], {"Status": "Completed"})
+        changes = c.task_changes(since, [rep])  # INVALID_FIELD, then again without the field
+        assert [(t.task_id[:15], t.closed, t.outcome) for t in changes.tasks] == [(ids[1][:15], True, None)]
+        sandbox.calls.clear()
+        assert c.task_changes(since, [rep]).tasks and sum(sandbox.calls.values()) == 1  # remembered
+    finally:
+        outcomes._HAS_OUTCOME.clear()
+        sandbox.stop()
