@@ -61,6 +61,12 @@ class Metrics:
         self.acted_on = Gauge(
             "handoff_acted_on", "Handoffs per rep by what became of them", ["rep", "outcome"], registry=r
         )
+        self.rejections = Gauge(
+            "handoff_rejections",
+            "Leads reps handed back, per rep and the reason they gave",
+            ["rep", "reason"],
+            registry=r,
+        )
         self.duration = Histogram(
             "handoff_run_duration_seconds",
             "Duration of cycles",
@@ -99,6 +105,8 @@ class Metrics:
                     self.first_touch.labels(rep, q).set(times[key])
             for what in ("handoffs", "acted_on", "acted_on_within_sla", "rejected", "reassigned", "open"):
                 self.acted_on.labels(rep, what).set(f[what])
+            for reason, n in f["rejection_reasons"].items():
+                self.rejections.labels(rep, reason).set(n)
 
     def failed(self, job: str, kind: str, crm: str = "") -> None:
         self.runs.labels(job, "failed").inc()

@@ -4,7 +4,7 @@ takeover from a dead holder, schedules, metrics and the health endpoint."""
 from __future__ import annotations
 
 import textwrap
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
@@ -14,9 +14,11 @@ from crm_handoff.errors import ConfigError
 from mappings.loader import load_mappings
 from sync.lease import Leases
 from sync.metrics import Metrics, MetricsServer
+from sync.outcome_figures import outcome_figures
 from sync.report import print_status, status_data
 from sync.schedule import load_schedule, rep_zones
 from sync.settings import Settings
+from sync.state import OutcomeRow
 from sync.summary import CycleSummary
 from sync.wiring import open_state
 from sync.worker import LEASE, Worker
@@ -143,11 +145,23 @@ SUMMARY = {
 }
 
 
+T0 = datetime(2026, 3, 2, 9, tzinfo=UTC)
+OUTCOME_ROWS = [
+    OutcomeRow(
+        "a#1", "a", "dana@x.example", T0, T0 + timedelta(hours=8), "acted", "met", T0 + timedelta(hours=2)
+    ),
+    OutcomeRow(
+        "b#1", "b", "dana@x.example", T0, T0 + timedelta(hours=8), "rejected", "open", reason="Not a fit"
+    ),
+]
+
+
 def test_metrics_and_health_over_http():
     metrics = Metrics()
     summary = CycleSummary.from_json(SUMMARY)  # as a run stored it, keys missing included
     metrics.observe(summary, "sync", "partial", 1.5)
     metrics.observe(summary, "sync", "partial", 1.5)
+    metrics.outcomes(outcome_figures(OUTCOME_ROWS))
     server = MetricsServer(metrics, lambda: (True, {"status": "ok"}), "127.0.0.1", 0).start()
     try:
         base = f"http://127.0.0.1:{server.port}"
@@ -167,3 +181,7 @@ def test_metrics_and_health_over_http():
     assert samples[("handoff_api_calls_total", (("crm", "salesforce"),))] == 6
     assert samples[("handoff_errors_total", (("crm", "salesforce"), ("kind", "record_failed")))] == 2
     assert samples[("handoff_runs_total", (("job", "sync"), ("status", "partial")))] == 2
+    dana = "dana@x.example"
+    assert samples[("handoff_rejections", (("reason", "Not a fit"), ("rep", dana)))] == 1
+    assert samples[("handoff_acted_on", (("outcome", "acted_on_within_sla"), ("rep", dana)))] == 1
+    assert samples[("handoff_first_touch_hours", (("quantile", "0.5"), ("rep", dana)))] == 2.0
