@@ -23,12 +23,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import structlog
 
-from crm_handoff.records import TaskClose, TaskState, Touch
+from connectors.hubspot.connector import parse_time
+from crm_handoff.records import Person, TaskClose, TaskState, Touch
 from mappings.availability import Schedule
 from mappings.lifecycle import funnel_rank
 from mappings.models import Rep
@@ -214,11 +215,23 @@ def _observe(engine: Engine, ctx: CycleContext) -> dict[str, Seen]:
             if t.key:
                 tasks.setdefault(t.key, []).append(t)
         touches += changes.touches
-    if "hubspot" in since:
-        touches += _hubspot_touches(engine, since["hubspot"])
     for crm, at in since.items():
-        touches += _status_moves(engine, crm, at)
+        wanted = working_statuses(engine, crm)
+        changed = _changed(engine, crm, at) if wanted or crm == "hubspot" else []
+        touches += _status_moves(crm, changed, wanted)
+        if crm == "hubspot":
+            touches += _hubspot_touches(engine, changed)
     return _seen(engine, ctx, tasks, touches)
+
+
+def _changed(engine: Engine, crm: str, since: datetime) -> list[tuple[OutcomeRow, Person]]:
+    """Open, untouched handoffs whose person's ``crm`` record changed since ``since``, with
+    that record as the mirror holds it (read once for every check that looks at it)."""
+    changed = engine.state.untouched_changed(crm, since)
+    if not changed:
+        return []
+    people = {p.id: p for p in engine.state.people_by_ids(crm, [i for _, i in changed])}
+    return [(row, people[i]) for row, i in changed if i in people]
 
 
 #: Where a person's lead status is, per CRM (a Salesforce contact has none).
@@ -240,59 +253,38 @@ def working_statuses(engine: Engine, crm: str) -> set[str]:
     return out
 
 
-def _status_moves(engine: Engine, crm: str, since: datetime) -> list[Touch]:
-    """Open, untouched handoffs whose record the rep moved to a working lead status after
-    the handoff (from the mirror: no call); the record's change time is the touch."""
-    wanted = working_statuses(engine, crm)
-    changed = engine.state.untouched_changed(crm, since) if wanted else []
-    people = {p.id: p for p in engine.state.people_by_ids(crm, [i for _, i in changed])}
+def _status_moves(crm: str, changed: Sequence[tuple[OutcomeRow, Person]], wanted: set[str]) -> list[Touch]:
+    """Of these changed records, those the rep moved to a working lead status (``wanted``)
+    after the handoff (from the mirror: no call); the record's change time is the touch."""
     out: list[Touch] = []
-    for row, record_id in changed:
-        person = people.get(record_id)
-        status = (person.values if person else {}).get(STATUS_FIELD[crm])
-        if person is not None and status in wanted and person.modified_at >= row.assigned_at:
+    for row, person in changed:
+        if person.values.get(STATUS_FIELD[crm]) in wanted and person.modified_at >= row.assigned_at:
+            at = person.modified_at
             out.append(
-                Touch(
-                    person.crm,
-                    f"status:{person.id}",
-                    person.id,
-                    "lead status",
-                    person.owner_id,
-                    person.modified_at,
-                )
+                Touch(person.crm, f"status:{person.id}", person.id, "lead status", person.owner_id, at)
             )
     return out
 
 
-def _hubspot_touches(engine: Engine, since: datetime) -> list[Touch]:
-    """Touches on the contacts of open, untouched handoffs whose Last Activity Date moved
-    after the handoff (the mirror says; a batched read only for those)."""
-    changed = engine.state.untouched_changed("hubspot", since)
-    if not changed:
-        return []
-    people = {p.id: p for p in engine.state.people_by_ids("hubspot", [i for _, i in changed])}
+def _hubspot_touches(engine: Engine, changed: Sequence[tuple[OutcomeRow, Person]]) -> list[Touch]:
+    """Touches on the contacts of these changed records whose Last Activity Date moved after
+    the handoff (the mirror says; a batched read only for those)."""
     wanted: dict[str, datetime] = {}
-    for row, record_id in changed:
-        person = people.get(record_id)
-        stamp = _time((person.values if person else {}).get("notes_last_updated"))
+    for row, person in changed:
+        stamp = _time(person.values.get("notes_last_updated"))
         if stamp is not None and stamp >= row.assigned_at:
-            wanted[record_id] = min(wanted.get(record_id, row.assigned_at), row.assigned_at)
+            wanted[person.id] = min(wanted.get(person.id, row.assigned_at), row.assigned_at)
     if not wanted:
         return []
     return list(engine.connectors["hubspot"].touches(sorted(wanted), min(wanted.values())))
 
 
 def _time(value: Any) -> datetime | None:
-    """A HubSpot datetime property (ISO or epoch milliseconds) as an aware time."""
-    if not value:
-        return None
+    """A HubSpot datetime property (``parse_time``), None when it is not one."""
     try:
-        if str(value).isdigit():
-            return datetime.fromtimestamp(int(value) / 1000, tz=UTC)
-        at = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        return parse_time(value)
     except ValueError:
         return None
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def _confirm(engine: Engine, ctx: CycleContext, due: Sequence[OutcomeRow], seen: dict[str, Seen]) -> None:
