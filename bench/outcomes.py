@@ -32,6 +32,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from bench.run import replace_section
 from connectors.hubspot.connector import HubSpotConnector, HubSpotSettings
 from connectors.hubspot.sandbox import HubSpotSandbox, HubSpotStore
 from connectors.salesforce.sandbox import SalesforceSandbox, SalesforceStore
@@ -267,15 +268,7 @@ def _mapping(tmp: Path) -> Path:
 
 
 def _write(text: str) -> None:
-    start, end = "<!-- bench:outcomes -->", "<!-- /bench:outcomes -->"
-    body = RESULTS.read_text()
-    block = f"{start}\n{text}\n{end}"
-    if start in body:
-        head, rest = body.split(start, 1)
-        body = head + block + rest.split(end, 1)[1]
-    else:
-        body = body.rstrip("\n") + "\n\n" + block + "\n"
-    RESULTS.write_text(body)
+    replace_section(RESULTS, "outcomes", text + "\n")
 
 
 if __name__ == "__main__":

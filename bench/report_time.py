@@ -29,6 +29,7 @@ from typing import Any
 
 from sqlalchemy import insert
 
+from bench.run import replace_section
 from mappings.loader import load_mappings
 from sync.report import report_data, report_page
 from sync.state import StateStore
@@ -183,15 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _write(text: str) -> None:
-    start, end = "<!-- bench:report -->", "<!-- /bench:report -->"
-    body = RESULTS.read_text()
-    block = f"{start}\n{text}\n{end}"
-    if start in body:
-        head, rest = body.split(start, 1)
-        body = head + block + rest.split(end, 1)[1]
-    else:
-        body = body.rstrip("\n") + "\n\n" + block + "\n"
-    RESULTS.write_text(body)
+    replace_section(RESULTS, "report", text + "\n")
 
 
 if __name__ == "__main__":
